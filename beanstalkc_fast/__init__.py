@@ -1,0 +1,18 @@
+"""beanstalkc_fast: a fast, dependable beanstalkd client, drop-in for beanstalkc 0.4.
+
+    import beanstalkc_fast as beanstalkc
+
+``BACKEND`` tells which protocol core is in use: ``'cython'`` or ``'python'``.
+"""
+from ._backend import BACKEND
+from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, Connection, Job
+from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
+                         InvalidType, ProtocolError, SocketError, UnexpectedResponse)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR",
+    "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon", "SocketError",
+    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "__version__",
+]

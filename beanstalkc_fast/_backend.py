@@ -1,0 +1,39 @@
+"""The single place where the protocol core is chosen.
+
+``BEANSTALKC_FAST_PUREPYTHON`` (any non-empty value but ``0``) forces the pure-Python core;
+otherwise the compiled ``_cprotocol`` is used when it imports and speaks the expected
+``CORE_API`` (a stale in-place build is treated as absent).
+"""
+import os
+
+from . import _pyprotocol
+
+CORE_API = _pyprotocol.CORE_API
+
+
+def _load_compiled():
+    try:
+        from . import _cprotocol
+    except ImportError:
+        return None
+    if getattr(_cprotocol, "CORE_API", None) != CORE_API:
+        return None
+    return _cprotocol
+
+
+if os.environ.get("BEANSTALKC_FAST_PUREPYTHON", "") not in ("", "0"):
+    _compiled = None
+else:
+    _compiled = _load_compiled()
+
+impl = _compiled or _pyprotocol
+BACKEND = "cython" if _compiled is not None else "python"
+
+Protocol = impl.Protocol
+ReplyReader = impl.ReplyReader
+check_uint32 = impl.check_uint32
+check_jid = impl.check_jid
+check_tube = impl.check_tube
+check_body = impl.check_body
+encode_put = impl.encode_put
+parse_yaml = impl.parse_yaml

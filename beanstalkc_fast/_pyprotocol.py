@@ -1,0 +1,429 @@
+"""Pure-Python protocol core: the twin of the compiled ``_cprotocol``.
+
+It deals only in bytes and ints: argument checks and command encoding, a
+sans-I/O reply reader (``feed``/``gets``), a ``Protocol`` doing buffered I/O
+through the Python socket object, pipelined batch loops, and a parser for the
+small YAML documents beanstalkd sends. Reply *meaning* (which status is an
+error) lives in the Python layer (``connection.py``).
+
+Everything here must behave exactly as ``src/_cprotocol.pyx`` does.
+"""
+import re
+
+from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
+
+CORE_API = 1
+
+UINT32_MAX = 2 ** 32 - 1
+UINT64_MAX = 2 ** 64 - 1
+MAX_LINE = 1024             # beanstalkd reply lines are < 100 bytes; anything longer is garbage
+READ_SIZE = 65536
+WINDOW_ITEMS = 1024         # commands per pipelined window; ~32 KB of put replies at most
+WINDOW_BYTES = 256 * 1024   # flush a window once its commands reach this size
+RESERVE_WINDOW = 256        # reserves per window: their replies carry bodies of unknown size
+BIG_BODY = 64 * 1024        # bodies from this size on are sent as they are, not copied
+
+# Statuses whose reply line announces a body, and the index of its size among the args.
+_BODY_SIZE_ARG = {b"RESERVED": 1, b"FOUND": 1, b"OK": 0}
+_TUBE_RE = re.compile(rb"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}\Z")
+
+
+# -- argument checks ----------------------------------------------------------
+
+def check_uint32(value, what):
+    """Return ``value`` as an int in 0..2**32-1, else raise InvalidType/InvalidArgument."""
+    if value.__class__ is not int:
+        if isinstance(value, float) or not hasattr(value, "__index__"):
+            raise InvalidType("%s must be an integer, not %s" % (what, type(value).__name__))
+        value = value.__index__()
+    if value < 0 or value > UINT32_MAX:
+        raise InvalidArgument("%s must be in 0..%d, got %d" % (what, UINT32_MAX, value))
+    return value
+
+
+def check_jid(value):
+    """Return a job id (an int, or an object with an int ``jid``) as an int in 0..2**64-1."""
+    if value.__class__ is not int:
+        if hasattr(value, "jid") and not isinstance(value, (str, bytes)):
+            value = value.jid
+        if value.__class__ is not int:
+            if isinstance(value, float) or not hasattr(value, "__index__"):
+                raise InvalidType("job id must be an integer, not %s" % type(value).__name__)
+            value = value.__index__()
+    if value < 0 or value > UINT64_MAX:
+        raise InvalidArgument("job id must be in 0..%d, got %d" % (UINT64_MAX, value))
+    return value
+
+
+def check_tube(name):
+    """Return a valid tube name as bytes, else raise InvalidType/InvalidArgument."""
+    if isinstance(name, str):
+        try:
+            raw = name.encode("ascii")
+        except UnicodeEncodeError:
+            raise InvalidArgument("tube name must be ASCII: %r" % (name,)) from None
+    elif isinstance(name, bytes):
+        raw = name
+    else:
+        raise InvalidType("tube name must be str, not %s" % type(name).__name__)
+    if _TUBE_RE.match(raw) is None:
+        raise InvalidArgument(
+            "invalid tube name %r: 1..200 of A-Z a-z 0-9 - + / ; . $ _ ( ), not starting with -" % (name,))
+    return raw
+
+
+def check_body(body, encoding):
+    """Return a job body as bytes-like: str is encoded, bytes-like passes as is."""
+    cls = body.__class__
+    if cls is bytes:
+        return body
+    if cls is str or isinstance(body, str):
+        if encoding is None:
+            raise InvalidType("job body is str but the connection has encoding=None; pass bytes")
+        try:
+            return body.encode(encoding)
+        except UnicodeError as err:
+            raise InvalidArgument("job body cannot be encoded with %s: %s" % (encoding, err)) from None
+    if isinstance(body, (bytearray, memoryview)):
+        return body
+    try:
+        return memoryview(body).cast("B")
+    except TypeError:
+        raise InvalidType("job body must be str or bytes-like, not %s" % cls.__name__) from None
+
+
+def encode_put(body, priority, delay, ttr):
+    """Return the bytes of a ``put`` command for a bytes-like body (arguments are checked)."""
+    head = b"put %d %d %d %d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
+                                      check_uint32(ttr, "ttr"), len(body))
+    return b"".join((head, body, b"\r\n"))
+
+
+# -- replies --------------------------------------------------------------------
+
+class ReplyReader:
+    """Sans-I/O reply parser: ``feed(bytes)``, then ``gets()`` until it returns None.
+
+    ``gets()`` returns ``(status, args, body)``: ``status`` bytes, ``args`` a tuple of
+    bytes, ``body`` bytes for RESERVED/FOUND/OK and None otherwise. Malformed framing
+    raises ProtocolError; incomplete data stays buffered.
+    """
+
+    def __init__(self, max_line=MAX_LINE):
+        self._buf = bytearray()
+        self._pos = 0
+        self._max_line = max_line
+
+    def __len__(self):
+        return len(self._buf) - self._pos
+
+    def feed(self, data):
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def clear(self):
+        self._buf.clear()
+        self._pos = 0
+
+    def gets(self):
+        buf = self._buf
+        pos = self._pos
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            if len(buf) - pos > self._max_line:
+                raise ProtocolError("reply line longer than %d bytes" % self._max_line)
+            return None
+        if eol - pos > self._max_line:
+            raise ProtocolError("reply line longer than %d bytes" % self._max_line)
+        parts = bytes(buf[pos:eol]).split()
+        if not parts:
+            raise ProtocolError("empty reply line")
+        status = parts[0]
+        body = None
+        nxt = eol + 2
+        idx = _BODY_SIZE_ARG.get(status)
+        if idx is not None:
+            if len(parts) != idx + 2 or not parts[idx + 1].isdigit() or len(parts[idx + 1]) > 18:
+                raise ProtocolError("malformed reply line %r" % bytes(buf[pos:eol]))
+            end = nxt + int(parts[idx + 1])
+            if len(buf) < end + 2:
+                return None
+            if buf[end:end + 2] != b"\r\n":
+                raise ProtocolError("reply body not followed by CRLF")
+            body = bytes(buf[nxt:end])
+            nxt = end + 2
+        if nxt == len(buf):
+            buf.clear()
+            nxt = 0
+        elif nxt > READ_SIZE:
+            del buf[:nxt]
+            nxt = 0
+        self._pos = nxt
+        return (status, tuple(parts[1:]), body)
+
+
+# -- I/O ------------------------------------------------------------------------
+
+class Protocol:
+    """Buffered request/reply I/O over a connected socket, through its Python methods only.
+
+    Transport errors (``OSError``) propagate unchanged; EOF raises SocketError;
+    bad framing raises ProtocolError. Batch methods append each item's outcome to
+    the caller's ``results`` list as its reply is read, so the caller always knows
+    the confirmed prefix, and return the number of entries that are not plain successes.
+    """
+
+    def __init__(self, sock, read_size=READ_SIZE):
+        self.sock = sock
+        self._sendall = sock.sendall
+        self._recv = sock.recv
+        self._read_size = read_size
+        self._reader = ReplyReader()
+
+    def send(self, data):
+        self._sendall(data)
+
+    def read_reply(self):
+        reader = self._reader
+        reply = reader.gets()
+        while reply is None:
+            data = self._recv(self._read_size)
+            if not data:
+                raise SocketError("connection closed by the server")
+            reader.feed(data)
+            reply = reader.gets()
+        return reply
+
+    def call(self, data):
+        self._sendall(data)
+        return self.read_reply()
+
+    def _flush(self, chunks):
+        sendall = self._sendall
+        for chunk in chunks:
+            sendall(chunk)
+
+    def _read_into(self, n, results, ok):
+        """Read ``n`` replies; an ``ok`` status appends None, anything else the reply."""
+        bad = 0
+        read_reply = self.read_reply
+        for _ in range(n):
+            reply = read_reply()
+            if reply[0] == ok:
+                results.append(None)
+            else:
+                results.append(reply)
+                bad += 1
+        return bad
+
+    def _read_puts(self, n, results):
+        bad = 0
+        read_reply = self.read_reply
+        for _ in range(n):
+            status, args, _ = read_reply()
+            if status == b"INSERTED" and len(args) == 1 and args[0].isdigit():
+                results.append(int(args[0]))
+            else:
+                results.append((status, args, None))
+                bad += 1
+        return bad
+
+    def put_many(self, items, priority, delay, ttr, encoding, results):
+        """Pipeline puts of ``items`` (bodies or (body[, pri[, delay[, ttr]]]) tuples).
+
+        Appends a job id (int) or the failing reply per item to ``results``;
+        returns the number of failed items.
+        """
+        if isinstance(items, (list, tuple)):
+            for i, item in enumerate(items):        # validate the whole sequence first
+                _put_command(item, priority, delay, ttr, encoding, i)
+        it = iter(items)
+        bad = 0
+        pending = 0
+        count = 0
+        while True:
+            chunks = []
+            buf = bytearray()
+            n = 0
+            try:
+                for item in it:
+                    head, body = _put_command(item, priority, delay, ttr, encoding, count)
+                    count += 1
+                    n += 1
+                    if len(body) >= BIG_BODY:
+                        buf += head
+                        chunks.append(bytes(buf))
+                        chunks.append(body)
+                        buf = bytearray(b"\r\n")
+                    else:
+                        buf += head
+                        buf += body
+                        buf += b"\r\n"
+                    if n >= WINDOW_ITEMS or len(buf) >= WINDOW_BYTES:
+                        break
+            except (InvalidArgument, InvalidType):
+                bad += self._read_puts(pending, results)
+                raise
+            if buf:
+                chunks.append(buf)
+            if not n:
+                break
+            self._flush(chunks)
+            bad += self._read_puts(pending, results)
+            pending = n
+        bad += self._read_puts(pending, results)
+        return bad
+
+    def jobs_many(self, items, template, args, ok, results):
+        """Pipeline one job command per job id in ``items``: ``template % ((jid,) + args)``.
+
+        Appends None per ``ok`` reply, else the reply; returns the number of non-ok replies.
+        """
+        if isinstance(items, (list, tuple)):
+            for i, item in enumerate(items):
+                _index_error(check_jid, item, i)
+        it = iter(items)
+        bad = 0
+        pending = 0
+        count = 0
+        while True:
+            buf = bytearray()
+            n = 0
+            try:
+                for item in it:
+                    buf += template % ((_index_error(check_jid, item, count),) + args)
+                    count += 1
+                    n += 1
+                    if n >= WINDOW_ITEMS:
+                        break
+            except (InvalidArgument, InvalidType):
+                bad += self._read_into(pending, results, ok)
+                raise
+            if not n:
+                break
+            self._sendall(buf)
+            bad += self._read_into(pending, results, ok)
+            pending = n
+        bad += self._read_into(pending, results, ok)
+        return bad
+
+    def reserve_many(self, n, first_command, results):
+        """Send ``first_command`` (a reserve); on RESERVED pipeline ``reserve-with-timeout 0``
+        until ``n`` replies or the first non-RESERVED one. Appends every reply except
+        TIMED_OUT to ``results``; returns the number of appended non-RESERVED replies."""
+        reply = self.call(first_command)
+        if reply[0] != b"RESERVED":
+            if reply[0] == b"TIMED_OUT":
+                return 0
+            results.append(reply)
+            return 1
+        results.append(reply)
+        left = n - 1
+        bad = 0
+        while left > 0:
+            k = left if left < RESERVE_WINDOW else RESERVE_WINDOW
+            self._sendall(b"reserve-with-timeout 0\r\n" * k)
+            left -= k
+            stop = False
+            for _ in range(k):
+                reply = self.read_reply()
+                if reply[0] == b"RESERVED":
+                    results.append(reply)
+                else:
+                    stop = True
+                    if reply[0] != b"TIMED_OUT":
+                        results.append(reply)
+                        bad += 1
+            if stop:
+                break
+        return bad
+
+
+def _index_error(check, item, index):
+    try:
+        return check(item)
+    except (InvalidArgument, InvalidType) as err:
+        raise type(err)("item %d: %s" % (index, err)) from None
+
+
+def _put_command(item, priority, delay, ttr, encoding, index):
+    """Return (command line, body) for one put_many item."""
+    try:
+        if isinstance(item, tuple):
+            n = len(item)
+            if n == 0 or n > 4:
+                raise InvalidArgument("a put_many tuple is (body[, priority[, delay[, ttr]]]), got %d items" % n)
+            body = item[0]
+            if n > 1:
+                priority = item[1]
+                if n > 2:
+                    delay = item[2]
+                    if n > 3:
+                        ttr = item[3]
+        else:
+            body = item
+        body = check_body(body, encoding)
+        head = b"put %d %d %d %d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
+                                          check_uint32(ttr, "ttr"), len(body))
+    except (InvalidArgument, InvalidType) as err:
+        raise type(err)("item %d: %s" % (index, err)) from None
+    return head, body
+
+
+# -- YAML -------------------------------------------------------------------------
+
+_BOOL = {b"yes": True, b"Yes": True, b"YES": True, b"true": True, b"True": True, b"TRUE": True,
+         b"on": True, b"On": True, b"ON": True, b"no": False, b"No": False, b"NO": False,
+         b"false": False, b"False": False, b"FALSE": False, b"off": False, b"Off": False, b"OFF": False}
+_NULL = {b"~", b"null", b"Null", b"NULL"}
+_INT_RE = re.compile(rb"(?:0|[1-9][0-9]*)\Z")
+_FLOAT_RE = re.compile(rb"[0-9]+\.[0-9]+\Z")
+_WORD_RE = re.compile(rb"[A-Za-z_][A-Za-z0-9_\-]*\Z")
+
+
+def _scalar(raw):
+    """Return the value yaml.safe_load gives a scalar, or raise ValueError if unsure."""
+    if _INT_RE.match(raw):
+        return int(raw)
+    if _FLOAT_RE.match(raw):
+        return float(raw)
+    if len(raw) >= 2 and raw[0] == 34 and raw[-1] == 34:   # "double quoted", no escapes
+        inner = raw[1:-1]
+        if b'"' in inner or b"\\" in inner:
+            raise ValueError(raw)
+        return inner.decode("utf-8")
+    if _WORD_RE.match(raw):
+        if raw in _BOOL:
+            return _BOOL[raw]
+        if raw in _NULL:
+            raise ValueError(raw)
+        return raw.decode("ascii")
+    raise ValueError(raw)
+
+
+def parse_yaml(body):
+    """Parse the YAML of a beanstalkd ``OK`` reply (a flat mapping or a list of scalars).
+
+    Returns exactly what ``yaml.safe_load`` would; raises ValueError for anything it
+    does not fully recognise, so the caller can fall back to PyYAML.
+    """
+    lines = bytes(body).split(b"\n")
+    if len(lines) < 2 or lines[0] != b"---" or lines[-1] != b"":
+        raise ValueError("not a beanstalkd YAML document")
+    lines.pop()
+    if lines[1].startswith(b"- "):
+        out = []
+        for line in lines[1:]:
+            if not line.startswith(b"- "):
+                raise ValueError(line)
+            out.append(_scalar(line[2:]))
+        return out
+    out = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(b": ")
+        if not sep or not _WORD_RE.match(key) or key in _BOOL or key in _NULL:
+            raise ValueError(line)
+        out[key.decode("ascii")] = _scalar(value)
+    return out

@@ -1,0 +1,616 @@
+"""Connection and Job: the beanstalkc 0.4 API on Python 3, plus beanstalkd 1.12 extras and batches.
+
+All reply semantics live here: which status is success, which is a documented
+failure (``CommandFailed``) and which is unexpected (``UnexpectedResponse``).
+The protocol core (compiled or pure) only frames bytes.
+"""
+import logging
+import socket
+import threading
+
+from . import _backend
+from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
+                         InvalidType, ProtocolError, SocketError, UnexpectedResponse)
+
+__all__ = ["Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 11300
+DEFAULT_PRIORITY = 2 ** 31
+DEFAULT_TTR = 120
+
+_log = logging.getLogger(__name__)
+_SOCKET_DEFAULT = object()
+
+# The one reply-to-exception table: the documented failure statuses of each command
+# (protocol word). They raise CommandFailed; any other unexpected status raises
+# UnexpectedResponse.
+_FAILURES = {
+    "put": ("JOB_TOO_BIG", "BURIED", "DRAINING"),
+    "reserve": ("DEADLINE_SOON", "TIMED_OUT"),
+    "reserve-with-timeout": ("DEADLINE_SOON", "TIMED_OUT"),
+    "ignore": ("NOT_IGNORED",),
+}
+for _cmd in ("reserve-job", "delete", "release", "bury", "touch", "kick-job", "peek", "peek-ready",
+             "peek-delayed", "peek-buried", "stats-job", "stats-tube", "pause-tube"):
+    _FAILURES[_cmd] = ("NOT_FOUND",)
+del _cmd
+
+
+def _error(cmd, reply):
+    """Return the exception for a reply that is not the command's success."""
+    status = reply[0].decode("ascii", "replace")
+    results = [arg.decode("ascii", "replace") for arg in reply[1]]
+    cls = CommandFailed if status in _FAILURES.get(cmd, ()) else UnexpectedResponse
+    return cls(cmd, status, results)
+
+
+def _check_timeout(timeout):
+    """A reserve timeout: a non-negative int or float, truncated to whole seconds (as beanstalkc)."""
+    if isinstance(timeout, float):
+        if not 0 <= timeout <= 2 ** 32 - 1:
+            raise InvalidArgument("timeout must be in 0..%d seconds, got %r" % (2 ** 32 - 1, timeout))
+        return int(timeout)
+    return _backend.check_uint32(timeout, "timeout")
+
+
+class Connection:
+    """A connection to one beanstalkd server.
+
+    ``Connection(host='localhost', port=11300, parse_yaml=True, connect_timeout=<socket default>,
+    *, encoding='utf-8', socket_timeout=None)`` connects at once.
+
+    - ``host`` may be a name, an IPv4 or IPv6 address, or the path of a unix socket
+      (any ``host`` containing ``/``; ``port`` is then ignored).
+    - ``parse_yaml``: ``True`` parses stats and tube lists into what ``yaml.safe_load``
+      gives; ``False`` returns the raw YAML text; a callable is called with that text.
+    - ``encoding``: ``str`` bodies are encoded with it and ``job.body`` is decoded with
+      it; ``None`` means bodies are ``bytes`` both ways.
+    - ``socket_timeout``: seconds any command may take (``None``: no limit); a reserve
+      waits its own timeout on top of it.
+
+    A connection is not meant to be shared by threads: concurrent calls are serialized
+    by a lock, so bytes never interleave on the wire, but a thread blocked in
+    ``reserve()`` holds the connection until it returns.
+    """
+
+    _core = _backend.impl   # the protocol core module; tests swap it to run both backends
+
+    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, parse_yaml=True, connect_timeout=_SOCKET_DEFAULT,
+                 *, encoding="utf-8", socket_timeout=None):
+        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
+            raise InvalidType("parse_yaml must be True, False or a callable")
+        if encoding is not None:
+            "".encode(encoding)     # LookupError now rather than at the first put
+        self.host = host
+        self.port = port
+        self._parse_yaml = parse_yaml
+        self._connect_timeout = connect_timeout
+        self._socket_timeout = socket_timeout
+        self._encoding = encoding
+        self._proto = None
+        self._lock = threading.Lock()
+        self._using = "default"
+        self._watching = ["default"]
+        self.connect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.close()
+
+    def __repr__(self):
+        if "/" in str(self.host):
+            where = "path=%r" % (self.host,)
+        else:
+            where = "host=%r port=%r" % (self.host, self.port)
+        return "<beanstalkc_fast.Connection %s backend=%r %s>" % (
+            where, _backend_name(self._core), "connected" if self._proto is not None else "closed")
+
+    # -- connection management --
+
+    def connect(self):
+        """Connect to the server (closing any previous socket first)."""
+        self.close()
+        timeout = self._connect_timeout
+        if timeout is _SOCKET_DEFAULT:
+            timeout = socket.getdefaulttimeout()
+        host = self.host
+        try:
+            if isinstance(host, str) and "/" in host:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(timeout)
+                    sock.connect(host[5:] if host.startswith("unix:") else host)
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
+                    host = host[1:-1]
+                sock = socket.create_connection((host, self.port), timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(self._socket_timeout)
+        except OSError as err:
+            raise SocketError(err) from err
+        self._proto = self._core.Protocol(sock)
+        self._using = "default"
+        self._watching = ["default"]
+
+    def close(self):
+        """Close the connection (sending ``quit``). Never raises; may be called twice."""
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            sock = proto.sock
+            try:
+                sock.settimeout(0)
+                sock.send(b"quit\r\n")
+            except Exception:
+                pass
+            try:
+                sock.close()
+            except Exception:
+                pass
+
+    def reconnect(self):
+        """Close, connect again and restore the used tube and the watched tubes."""
+        using, watching = self._using, list(self._watching)
+        self.connect()
+        if using != "default":
+            self.use(using)
+        for name in watching:
+            if name != "default":
+                self.watch(name)
+        if "default" not in watching:
+            self.ignore("default")
+
+    @property
+    def connected(self):
+        """Whether the connection is open (a broken one is closed, never reused)."""
+        return self._proto is not None
+
+    def _drop(self):
+        # The stream can no longer be trusted: close without sending anything.
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            try:
+                proto.sock.close()
+            except Exception:
+                pass
+
+    def _call(self, data, wait=False, seconds=None):
+        """Send one command and return its reply tuple; translate transport errors once.
+
+        ``wait``: the command may block on the server for ``seconds`` (None: forever),
+        on top of ``socket_timeout``.
+        """
+        with self._lock:
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            if wait and self._socket_timeout is not None:
+                proto.sock.settimeout(None if seconds is None else seconds + self._socket_timeout)
+            try:
+                reply = proto.call(data)
+            except OSError as err:
+                self._drop()
+                raise SocketError(err) from err
+            except BaseException:
+                self._drop()
+                raise
+            if wait and self._socket_timeout is not None:
+                proto.sock.settimeout(self._socket_timeout)
+            return reply
+
+    def _body_of(self, data, cmd, ok):
+        status, args, body = self._call(data)
+        if status != ok:
+            raise _error(cmd, (status, args))
+        return body
+
+    # -- YAML --
+
+    def _yaml(self, data, cmd):
+        return self._parse(self._body_of(data, cmd, b"OK"))
+
+    def _parse(self, body):
+        mode = self._parse_yaml
+        if mode is True:
+            return _load_yaml(self._core, body)
+        text = body.decode("utf-8", "replace")
+        return mode(text) if mode is not False else text
+
+    # -- producer --
+
+    def put(self, body, priority=DEFAULT_PRIORITY, delay=0, ttr=DEFAULT_TTR):
+        """Put a job into the used tube; return its id.
+
+        ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
+        """
+        core = self._core
+        status, args, _ = self._call(core.encode_put(core.check_body(body, self._encoding), priority, delay, ttr))
+        if status == b"INSERTED":
+            return int(args[0])
+        raise _error("put", (status, args))
+
+    def use(self, name):
+        """Use the tube ``name`` for puts; return its name."""
+        status, args, _ = self._call(b"use %s\r\n" % self._core.check_tube(name))
+        if status != b"USING":
+            raise _error("use", (status, args))
+        self._using = args[0].decode("ascii")
+        return self._using
+
+    def using(self):
+        """Return the name of the tube used for puts."""
+        status, args, _ = self._call(b"list-tube-used\r\n")
+        if status != b"USING":
+            raise _error("list-tube-used", (status, args))
+        return args[0].decode("ascii")
+
+    # -- consumer --
+
+    def _job(self, reply, cmd, reserved):
+        status, args, body = reply
+        if status == (b"RESERVED" if reserved else b"FOUND"):
+            return Job(self, int(args[0]), body, reserved)
+        raise _error(cmd, (status, args))
+
+    def reserve(self, timeout=None):
+        """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds
+        (forever if None). Return a Job, or None on timeout; raise DeadlineSoon."""
+        if timeout is None:
+            reply = self._call(b"reserve\r\n", True)
+            cmd = "reserve"
+        else:
+            seconds = _check_timeout(timeout)
+            reply = self._call(b"reserve-with-timeout %d\r\n" % seconds, True, seconds)
+            cmd = "reserve-with-timeout"
+        if reply[0] == b"RESERVED":
+            return Job(self, int(reply[1][0]), reply[2], True)
+        if reply[0] == b"TIMED_OUT":
+            return None
+        if reply[0] == b"DEADLINE_SOON":
+            raise DeadlineSoon([])
+        raise _error(cmd, reply)
+
+    def reserve_job(self, jid):
+        """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
+        return self._job(self._call(b"reserve-job %d\r\n" % self._core.check_jid(jid)), "reserve-job", True)
+
+    def watch(self, name):
+        """Watch the tube ``name``; return the number of watched tubes."""
+        raw = self._core.check_tube(name)
+        status, args, _ = self._call(b"watch %s\r\n" % raw)
+        if status != b"WATCHING":
+            raise _error("watch", (status, args))
+        name = raw.decode("ascii")
+        if name not in self._watching:
+            self._watching.append(name)
+        return int(args[0])
+
+    def ignore(self, name):
+        """Stop watching the tube ``name``; return the number of watched tubes
+        (1 when it was the last one, which beanstalkd refuses to ignore)."""
+        raw = self._core.check_tube(name)
+        status, args, _ = self._call(b"ignore %s\r\n" % raw)
+        if status == b"WATCHING":
+            name = raw.decode("ascii")
+            if name in self._watching:
+                self._watching.remove(name)
+            return int(args[0])
+        if status == b"NOT_IGNORED":
+            return 1
+        raise _error("ignore", (status, args))
+
+    def watching(self):
+        """Return the list of watched tubes."""
+        return self._yaml(b"list-tubes-watched\r\n", "list-tubes-watched")
+
+    def tubes(self):
+        """Return the list of all existing tubes."""
+        return self._yaml(b"list-tubes\r\n", "list-tubes")
+
+    # -- jobs --
+
+    def _job_command(self, data, cmd, ok):
+        status, args, _ = self._call(data)
+        if status != ok and not (cmd == "release" and status == b"BURIED"):
+            raise _error(cmd, (status, args))
+
+    def delete(self, jid):
+        """Delete the job ``jid``."""
+        self._job_command(b"delete %d\r\n" % self._core.check_jid(jid), "delete", b"DELETED")
+
+    def release(self, jid, priority=DEFAULT_PRIORITY, delay=0):
+        """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
+        core = self._core
+        self._job_command(b"release %d %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority"),
+                                                      core.check_uint32(delay, "delay")), "release", b"RELEASED")
+
+    def bury(self, jid, priority=DEFAULT_PRIORITY):
+        """Bury the reserved job ``jid``."""
+        core = self._core
+        self._job_command(b"bury %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority")),
+                          "bury", b"BURIED")
+
+    def touch(self, jid):
+        """Ask for more time to work on the reserved job ``jid``."""
+        self._job_command(b"touch %d\r\n" % self._core.check_jid(jid), "touch", b"TOUCHED")
+
+    def kick(self, bound=1):
+        """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
+        status, args, _ = self._call(b"kick %d\r\n" % self._core.check_uint32(bound, "bound"))
+        if status != b"KICKED":
+            raise _error("kick", (status, args))
+        return int(args[0])
+
+    def kick_job(self, jid):
+        """Kick the buried or delayed job ``jid`` into the ready queue."""
+        self._job_command(b"kick-job %d\r\n" % self._core.check_jid(jid), "kick-job", b"KICKED")
+
+    def _peek(self, data, cmd):
+        reply = self._call(data)
+        if reply[0] == b"NOT_FOUND":
+            return None
+        return self._job(reply, cmd, False)
+
+    def peek(self, jid):
+        """Return the job ``jid`` (not reserved), or None."""
+        return self._peek(b"peek %d\r\n" % self._core.check_jid(jid), "peek")
+
+    def peek_ready(self):
+        """Return the next ready job of the used tube, or None."""
+        return self._peek(b"peek-ready\r\n", "peek-ready")
+
+    def peek_delayed(self):
+        """Return the delayed job of the used tube with the shortest delay left, or None."""
+        return self._peek(b"peek-delayed\r\n", "peek-delayed")
+
+    def peek_buried(self):
+        """Return the next buried job of the used tube, or None."""
+        return self._peek(b"peek-buried\r\n", "peek-buried")
+
+    # -- stats and admin --
+
+    def stats(self):
+        """Return the server's statistics (a dict with ``parse_yaml=True``)."""
+        return self._yaml(b"stats\r\n", "stats")
+
+    def stats_tube(self, name):
+        """Return the statistics of the tube ``name``."""
+        return self._yaml(b"stats-tube %s\r\n" % self._core.check_tube(name), "stats-tube")
+
+    def stats_job(self, jid):
+        """Return the statistics of the job ``jid``."""
+        return self._yaml(b"stats-job %d\r\n" % self._core.check_jid(jid), "stats-job")
+
+    def pause_tube(self, name, delay):
+        """Pause the tube ``name`` for ``delay`` seconds (0 unpauses)."""
+        core = self._core
+        self._job_command(b"pause-tube %s %d\r\n" % (core.check_tube(name), core.check_uint32(delay, "delay")),
+                          "pause-tube", b"PAUSED")
+
+    # -- batches --
+
+    def _batch(self, cmd, run, outcome, results, *args):
+        """Run a pipelined core batch; map every entry of ``results`` to its outcome.
+
+        Raises BatchError when an item failed, and attaches the confirmed outcomes to
+        a validation error (iterators) or a transport error (a prefix) as ``.results``.
+        """
+        with self._lock:
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            try:
+                bad = getattr(proto, run)(*args)
+            except (InvalidArgument, InvalidType) as err:
+                err.results = [outcome(r) for r in results]
+                raise
+            except OSError as err:
+                self._drop()
+                exc = SocketError(err)
+                exc.results = [outcome(r) for r in results]
+                raise exc from err
+            except (SocketError, ProtocolError) as err:
+                self._drop()
+                err.results = [outcome(r) for r in results]
+                raise
+            except BaseException:
+                self._drop()
+                raise
+        if bad:
+            raise BatchError([outcome(r) for r in results])
+        return results
+
+    def put_many(self, items, priority=DEFAULT_PRIORITY, delay=0, ttr=DEFAULT_TTR):
+        """Put many jobs, pipelined; return their ids in order.
+
+        ``items`` is any iterable (streamed in windows) of bodies or tuples
+        ``(body[, priority[, delay[, ttr]]])``. A list or tuple is validated whole
+        before anything is sent. Failed items raise BatchError after every reply is read.
+        """
+        core = self._core
+        for value, what in ((priority, "priority"), (delay, "delay"), (ttr, "ttr")):
+            core.check_uint32(value, what)
+        results = []
+        return self._batch("put", "put_many", _put_outcome, results, items, priority, delay, ttr,
+                           self._encoding, results)
+
+    def _jobs_many(self, cmd, template, args, ok, jids):
+        results = []
+        outcome = _job_outcome(cmd, ok)
+        try:
+            self._batch(cmd, "jobs_many", outcome, results, jids, template, args, ok, results)
+        finally:
+            if cmd != "touch" and isinstance(jids, (list, tuple)):
+                for item, result in zip(jids, results):
+                    if isinstance(item, Job) and (result is None or result[0] == b"BURIED"):
+                        item.reserved = False
+
+    def delete_many(self, jids):
+        """Delete many jobs (ids or Jobs), pipelined."""
+        self._jobs_many("delete", b"delete %d\r\n", (), b"DELETED", jids)
+
+    def release_many(self, jids, priority=DEFAULT_PRIORITY, delay=0):
+        """Release many reserved jobs (ids or Jobs), pipelined."""
+        core = self._core
+        args = (core.check_uint32(priority, "priority"), core.check_uint32(delay, "delay"))
+        self._jobs_many("release", b"release %d %d %d\r\n", args, b"RELEASED", jids)
+
+    def bury_many(self, jids, priority=DEFAULT_PRIORITY):
+        """Bury many reserved jobs (ids or Jobs), pipelined."""
+        args = (self._core.check_uint32(priority, "priority"),)
+        self._jobs_many("bury", b"bury %d %d\r\n", args, b"BURIED", jids)
+
+    def touch_many(self, jids):
+        """Touch many reserved jobs (ids or Jobs), pipelined."""
+        self._jobs_many("touch", b"touch %d\r\n", (), b"TOUCHED", jids)
+
+    def reserve_many(self, n, timeout=0):
+        """Reserve up to ``n`` jobs: wait up to ``timeout`` seconds for the first, then take
+        what is ready without waiting. Return a list of Jobs (``[]`` when none came).
+
+        Raises DeadlineSoon when the first reserve reports it (later ones just end the batch).
+        """
+        n = self._core.check_uint32(n, "n")
+        seconds = _check_timeout(timeout)
+        if n == 0:
+            return []
+        results = []
+
+        def outcome(reply):
+            if reply[0] == b"RESERVED":
+                return Job(self, int(reply[1][0]), reply[2], True)
+            if reply[0] == b"DEADLINE_SOON":
+                return DeadlineSoon([])
+            return _error("reserve-with-timeout", reply)
+
+        first = b"reserve-with-timeout %d\r\n" % seconds
+        sock_timeout = self._socket_timeout
+        proto = self._proto
+        if sock_timeout is not None and proto is not None:
+            proto.sock.settimeout(seconds + sock_timeout)
+        try:
+            self._batch("reserve", "reserve_many", outcome, results, n, first, results)
+        except BatchError as err:
+            jobs = [r for r in err.results if isinstance(r, Job)]
+            if all(isinstance(r, (Job, DeadlineSoon)) for r in err.results):
+                if not jobs:
+                    raise DeadlineSoon([]) from None
+                return jobs
+            raise
+        finally:
+            if sock_timeout is not None and self._proto is not None:
+                self._proto.sock.settimeout(sock_timeout)
+        return [outcome(r) for r in results]
+
+
+def _put_outcome(entry):
+    return entry if entry.__class__ is int else _error("put", entry)
+
+
+def _job_outcome(cmd, ok):
+    def outcome(entry):
+        if entry is None or (cmd == "release" and entry[0] == b"BURIED"):
+            return None
+        return _error(cmd, entry)
+    return outcome
+
+
+def _backend_name(core):
+    return "python" if core.__name__.endswith("_pyprotocol") else "cython"
+
+
+_yaml_module = None
+
+
+def _load_yaml(core, body):
+    """Parse beanstalkd's YAML with the core's parser, falling back to ``yaml.safe_load``."""
+    try:
+        return core.parse_yaml(body)
+    except ValueError:
+        pass
+    global _yaml_module
+    if _yaml_module is None:
+        try:
+            import yaml
+        except ImportError:
+            _log.error("PyYAML is not installed; returning the raw YAML text")
+            return body.decode("utf-8", "replace")
+        _yaml_module = yaml
+    loader = getattr(_yaml_module, "CSafeLoader", _yaml_module.SafeLoader)
+    return _yaml_module.load(body, Loader=loader)
+
+
+class Job:
+    """A job: ``conn``, ``jid``, ``body``, ``reserved``, and ``body_bytes``.
+
+    ``body`` is the body decoded with the connection's encoding on first access
+    (``bytes`` when the encoding is None); ``body_bytes`` is always the raw bytes, so a
+    body that does not decode never loses the job: it can still be buried or deleted.
+    """
+
+    def __init__(self, conn, jid, body, reserved=True):
+        self.conn = conn
+        self.jid = jid
+        self.reserved = reserved
+        if isinstance(body, str):
+            self._body = body
+            encoding = getattr(conn, "_encoding", None) or "utf-8"
+            self.body_bytes = body.encode(encoding)
+        else:
+            self._body = None
+            self.body_bytes = bytes(body)
+
+    @property
+    def body(self):
+        if self._body is None:
+            encoding = getattr(self.conn, "_encoding", "utf-8")
+            self._body = self.body_bytes if encoding is None else self.body_bytes.decode(encoding)
+        return self._body
+
+    @body.setter
+    def body(self, value):
+        self.__init__(self.conn, self.jid, value, self.reserved)
+
+    def __repr__(self):
+        return "<beanstalkc_fast.Job jid=%d reserved=%s body=%r>" % (self.jid, self.reserved, self.body_bytes[:40])
+
+    def _priority(self):
+        # The job's current priority, whatever parse_yaml says.
+        body = self.conn._body_of(b"stats-job %d\r\n" % self.conn._core.check_jid(self.jid), "stats-job", b"OK")
+        stats = _load_yaml(self.conn._core, body)
+        return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
+
+    def delete(self):
+        """Delete this job."""
+        self.conn.delete(self.jid)
+        self.reserved = False
+
+    def release(self, priority=None, delay=0):
+        """Release this job if reserved; ``priority=None`` keeps its current priority."""
+        if self.reserved:
+            self.conn.release(self.jid, self._priority() if priority is None else priority, delay)
+            self.reserved = False
+
+    def bury(self, priority=None):
+        """Bury this job if reserved; ``priority=None`` keeps its current priority."""
+        if self.reserved:
+            self.conn.bury(self.jid, self._priority() if priority is None else priority)
+            self.reserved = False
+
+    def kick(self):
+        """Kick this job (buried or delayed) into the ready queue."""
+        self.conn.kick_job(self.jid)
+
+    def touch(self):
+        """Ask for more time to work on this job, if reserved."""
+        if self.reserved:
+            self.conn.touch(self.jid)
+
+    def stats(self):
+        """Return the statistics of this job."""
+        return self.conn.stats_job(self.jid)

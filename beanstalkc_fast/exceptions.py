@@ -1,0 +1,94 @@
+"""The exception hierarchy of beanstalkc_fast.
+
+Defined once, here, and imported by both protocol cores, so that the compiled
+and the pure-Python backends raise the very same classes.
+"""
+import socket
+
+__all__ = [
+    "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon",
+    "SocketError", "ProtocolError", "InvalidArgument", "InvalidType", "BatchError",
+]
+
+
+class BeanstalkcException(Exception):
+    """Base class of every exception raised by beanstalkc_fast."""
+
+
+class UnexpectedResponse(BeanstalkcException):
+    """The server sent a reply the command does not expect.
+
+    ``args == (command, status, results)``, e.g. ``('put', 'BAD_FORMAT', [])``.
+    """
+
+
+class ProtocolError(UnexpectedResponse):
+    """The reply stream could not be parsed (bad framing, oversized line).
+
+    The connection that saw it is closed: its stream can no longer be trusted.
+    """
+
+
+class CommandFailed(BeanstalkcException):
+    """The server refused a command with a documented failure status.
+
+    ``args == (command, status, results)``, e.g. ``('stats-job', 'NOT_FOUND', [])``.
+    """
+
+
+class DeadlineSoon(BeanstalkcException):
+    """A job reserved by this connection is about to exceed its TTR."""
+
+
+class SocketError(BeanstalkcException):
+    """Any socket failure: refused, reset, closed by the peer, timed out.
+
+    The underlying ``OSError`` (if any) is ``args[0]`` and ``__cause__``.
+    After a failure in a batch, ``results`` holds the outcomes confirmed
+    before it (a prefix of the batch); otherwise it is ``None``.
+    """
+
+    results = None
+
+    @staticmethod
+    def wrap(wrapped_function, *args, **kwargs):
+        """Call ``wrapped_function(*args, **kwargs)``, turning ``OSError`` into ``SocketError``."""
+        try:
+            return wrapped_function(*args, **kwargs)
+        except socket.error as err:
+            raise SocketError(err) from err
+
+
+class InvalidArgument(BeanstalkcException, ValueError):
+    """An argument is out of range or malformed; nothing was sent.
+
+    When raised by a batch fed from an iterator after some windows were already
+    sent, ``results`` holds the outcomes of those windows (else ``None``).
+    """
+
+    results = None
+
+
+class InvalidType(BeanstalkcException, TypeError):
+    """An argument has the wrong type; nothing was sent.
+
+    ``results`` has the same meaning as for :class:`InvalidArgument`.
+    """
+
+    results = None
+
+
+class BatchError(BeanstalkcException):
+    """Some items of a batch failed; every reply was read before raising.
+
+    ``results`` has one entry per item sent, in order: the item's value (job id,
+    ``Job``, ``None``) or the exception for that item. ``errors`` lists
+    ``(index, exception)`` for the failed items only.
+    """
+
+    def __init__(self, results):
+        self.results = results
+        self.errors = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+        first = self.errors[0] if self.errors else None
+        super().__init__("%d of %d items failed; first at index %s: %r" % (
+            len(self.errors), len(results), first and first[0], first and first[1]))
