@@ -1,0 +1,77 @@
+"""Shared fixtures: both protocol cores in one run, a real beanstalkd, a fresh tube per test.
+
+The session server is the ``beanstalkd`` fixture of ``beanstalkc_fast.testing`` (a pytest11
+plugin; registered here too so an uninstalled checkout works).
+"""
+import itertools
+import os
+
+import pytest
+
+import beanstalkc_fast
+from beanstalkc_fast import _pyprotocol
+
+try:
+    from beanstalkc_fast import _cprotocol
+except ImportError:
+    _cprotocol = None
+
+
+REQUIRE_EXTENSION = os.environ.get("BEANSTALKC_FAST_REQUIRE_EXTENSION", "") not in ("", "0")
+
+IMPLS = [
+    pytest.param(_pyprotocol, id="python"),
+    pytest.param(_cprotocol, id="cython",
+                 marks=pytest.mark.skipif(_cprotocol is None and not REQUIRE_EXTENSION,
+                                          reason="compiled extension not built")),
+]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    """The protocol core module under test: _pyprotocol or _cprotocol."""
+    if request.param is None:
+        pytest.fail("BEANSTALKC_FAST_REQUIRE_EXTENSION is set but the compiled extension did not import")
+    return request.param
+
+
+_tube_counter = itertools.count()
+
+
+@pytest.fixture
+def tube(request):
+    """A tube name unique to this test."""
+    return "t%d-%d" % (os.getpid(), next(_tube_counter))
+
+
+@pytest.fixture
+def make_conn(impl, beanstalkd, monkeypatch):
+    """Factory of connections that use the core under test; all closed at teardown."""
+    monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
+    conns = []
+
+    def make(**kw):
+        c = beanstalkd.connect(**kw)
+        conns.append(c)
+        return c
+
+    yield make
+    for c in conns:
+        c.close()
+
+
+@pytest.fixture
+def conn(make_conn, tube):
+    """A connection using and watching only a fresh tube."""
+    c = make_conn()
+    c.use(tube)
+    c.watch(tube)
+    c.ignore("default")
+    return c
+
+
+def pytest_configure(config):
+    # The plugin is auto-loaded when the package is installed; register it for a bare checkout.
+    if not config.pluginmanager.has_plugin("beanstalkc_fast"):
+        from beanstalkc_fast import testing
+        config.pluginmanager.register(testing, "beanstalkc_fast")
