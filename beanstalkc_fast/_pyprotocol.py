@@ -84,9 +84,9 @@ def check_body(body, encoding):
             return body.encode(encoding)
         except UnicodeError as err:
             raise InvalidArgument("job body cannot be encoded with %s: %s" % (encoding, err)) from None
-    if isinstance(body, (bytearray, memoryview)):
+    if isinstance(body, bytearray):
         return body
-    try:
+    try:    # a memoryview too: its len() counts items, not bytes, unless cast to "B"
         return memoryview(body).cast("B")
     except TypeError:
         raise InvalidType("job body must be str or bytes-like, not %s" % cls.__name__) from None
@@ -246,6 +246,7 @@ class Protocol:
         while True:
             chunks = []
             buf = bytearray()
+            big = 0     # bytes of the big bodies held in chunks: they count towards the window too
             n = 0
             try:
                 for item in it:
@@ -256,14 +257,15 @@ class Protocol:
                         buf += head
                         chunks.append(bytes(buf))
                         chunks.append(body)
+                        big += len(body)
                         buf = bytearray(b"\r\n")
                     else:
                         buf += head
                         buf += body
                         buf += b"\r\n"
-                    if n >= WINDOW_ITEMS or len(buf) >= WINDOW_BYTES:
+                    if n >= WINDOW_ITEMS or len(buf) + big >= WINDOW_BYTES:
                         break
-            except (InvalidArgument, InvalidType):
+            except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_puts(pending, results)
                 raise
             if buf:
@@ -298,7 +300,7 @@ class Protocol:
                     n += 1
                     if n >= WINDOW_ITEMS:
                         break
-            except (InvalidArgument, InvalidType):
+            except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_into(pending, results, ok)
                 raise
             if not n:
@@ -381,6 +383,10 @@ _NULL = {b"~", b"null", b"Null", b"NULL"}
 _INT_RE = re.compile(rb"(?:0|[1-9][0-9]*)\Z")
 _FLOAT_RE = re.compile(rb"[0-9]+\.[0-9]+\Z")
 _WORD_RE = re.compile(rb"[A-Za-z_][A-Za-z0-9_\-]*\Z")
+_PLAIN_RE = re.compile(rb"[A-Za-z_][A-Za-z0-9_.\-]*\Z")     # plain str unless bool/null (hostname: a.b.c)
+_QUOTED_RE = re.compile(rb'"[ !#-\[\]-~]*"\Z')              # printable ASCII, no escapes
+_COMMENT_RE = re.compile(rb"#[ -~]*\Z")                      # "os: #1 SMP ..." is a comment: null
+_HEX_RE = re.compile(rb"[0-9][0-9a-f]*[a-f][0-9a-f]*\Z")     # the server id (0b... is a binary int)
 
 
 def _scalar(raw):
@@ -389,16 +395,17 @@ def _scalar(raw):
         return int(raw)
     if _FLOAT_RE.match(raw):
         return float(raw)
-    if len(raw) >= 2 and raw[0] == 34 and raw[-1] == 34:   # "double quoted", no escapes
-        inner = raw[1:-1]
-        if b'"' in inner or b"\\" in inner:
-            raise ValueError(raw)
-        return inner.decode("utf-8")
-    if _WORD_RE.match(raw):
+    if _QUOTED_RE.match(raw):
+        return raw[1:-1].decode("ascii")
+    if _PLAIN_RE.match(raw):
         if raw in _BOOL:
             return _BOOL[raw]
         if raw in _NULL:
             raise ValueError(raw)
+        return raw.decode("ascii")
+    if _COMMENT_RE.match(raw):
+        return None
+    if _HEX_RE.match(raw) and not raw.startswith(b"0b"):
         return raw.decode("ascii")
     raise ValueError(raw)
 
@@ -410,7 +417,7 @@ def parse_yaml(body):
     does not fully recognise, so the caller can fall back to PyYAML.
     """
     lines = bytes(body).split(b"\n")
-    if len(lines) < 2 or lines[0] != b"---" or lines[-1] != b"":
+    if len(lines) < 3 or lines[0] != b"---" or lines[-1] != b"":
         raise ValueError("not a beanstalkd YAML document")
     lines.pop()
     if lines[1].startswith(b"- "):

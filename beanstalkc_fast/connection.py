@@ -45,6 +45,22 @@ def _error(cmd, reply):
     return cls(cmd, status, results)
 
 
+def _int_arg(cmd, reply):
+    """The first argument of a success reply as an int; a malformed one is UnexpectedResponse."""
+    args = reply[1]
+    if args and args[0].isdigit():
+        return int(args[0])
+    raise _error(cmd, reply)
+
+
+def _name_arg(cmd, reply):
+    """The tube name argument of a success reply; a malformed one is UnexpectedResponse."""
+    args = reply[1]
+    if len(args) == 1 and args[0].isascii():
+        return args[0].decode("ascii")
+    raise _error(cmd, reply)
+
+
 def _check_timeout(timeout):
     """A reserve timeout: a non-negative int or float, truncated to whole seconds (as beanstalkc)."""
     if isinstance(timeout, float):
@@ -154,16 +170,27 @@ class Connection:
                 pass
 
     def reconnect(self):
-        """Close, connect again and restore the used tube and the watched tubes."""
+        """Close, connect again and restore the used tube and the watched tubes (in their order)."""
         using, watching = self._using, list(self._watching)
         self.connect()
-        if using != "default":
-            self.use(using)
-        for name in watching:
-            if name != "default":
+        try:
+            if using != "default":
+                self.use(using)
+            if "default" in watching:
+                others = [name for name in watching if name != "default"]
+            else:
+                # watch one tube before ignoring 'default': the last watched tube cannot be ignored
+                self.watch(watching[0])
+                self.ignore("default")
+                others = watching[1:]
+            for name in others:
                 self.watch(name)
-        if "default" not in watching:
-            self.ignore("default")
+        except BaseException:
+            # A half-restored connection must not be used: drop it, and keep the tubes
+            # so that the next reconnect() restores them.
+            self._drop()
+            self._using, self._watching = using, watching
+            raise
 
     @property
     def connected(self):
@@ -212,12 +239,12 @@ class Connection:
     # -- YAML --
 
     def _yaml(self, data, cmd):
-        return self._parse(self._body_of(data, cmd, b"OK"))
+        return self._parse(self._body_of(data, cmd, b"OK"), cmd)
 
-    def _parse(self, body):
+    def _parse(self, body, cmd="stats"):
         mode = self._parse_yaml
         if mode is True:
-            return _load_yaml(self._core, body)
+            return _load_yaml(self._core, body, cmd)
         text = body.decode("utf-8", "replace")
         return mode(text) if mode is not False else text
 
@@ -231,7 +258,7 @@ class Connection:
         core = self._core
         status, args, _ = self._call(core.encode_put(core.check_body(body, self._encoding), priority, delay, ttr))
         if status == b"INSERTED":
-            return int(args[0])
+            return _int_arg("put", (status, args))
         raise _error("put", (status, args))
 
     def use(self, name):
@@ -239,7 +266,7 @@ class Connection:
         status, args, _ = self._call(b"use %s\r\n" % self._core.check_tube(name))
         if status != b"USING":
             raise _error("use", (status, args))
-        self._using = args[0].decode("ascii")
+        self._using = _name_arg("use", (status, args))
         return self._using
 
     def using(self):
@@ -247,14 +274,14 @@ class Connection:
         status, args, _ = self._call(b"list-tube-used\r\n")
         if status != b"USING":
             raise _error("list-tube-used", (status, args))
-        return args[0].decode("ascii")
+        return _name_arg("list-tube-used", (status, args))
 
     # -- consumer --
 
     def _job(self, reply, cmd, reserved):
         status, args, body = reply
         if status == (b"RESERVED" if reserved else b"FOUND"):
-            return Job(self, int(args[0]), body, reserved)
+            return Job(self, _int_arg(cmd, reply), body, reserved)
         raise _error(cmd, (status, args))
 
     def reserve(self, timeout=None):
@@ -268,7 +295,7 @@ class Connection:
             reply = self._call(b"reserve-with-timeout %d\r\n" % seconds, True, seconds)
             cmd = "reserve-with-timeout"
         if reply[0] == b"RESERVED":
-            return Job(self, int(reply[1][0]), reply[2], True)
+            return Job(self, _int_arg(cmd, reply), reply[2], True)
         if reply[0] == b"TIMED_OUT":
             return None
         if reply[0] == b"DEADLINE_SOON":
@@ -288,7 +315,7 @@ class Connection:
         name = raw.decode("ascii")
         if name not in self._watching:
             self._watching.append(name)
-        return int(args[0])
+        return _int_arg("watch", (status, args))
 
     def ignore(self, name):
         """Stop watching the tube ``name``; return the number of watched tubes
@@ -299,7 +326,7 @@ class Connection:
             name = raw.decode("ascii")
             if name in self._watching:
                 self._watching.remove(name)
-            return int(args[0])
+            return _int_arg("ignore", (status, args))
         if status == b"NOT_IGNORED":
             return 1
         raise _error("ignore", (status, args))
@@ -344,7 +371,7 @@ class Connection:
         status, args, _ = self._call(b"kick %d\r\n" % self._core.check_uint32(bound, "bound"))
         if status != b"KICKED":
             raise _error("kick", (status, args))
-        return int(args[0])
+        return _int_arg("kick", (status, args))
 
     def kick_job(self, jid):
         """Kick the buried or delayed job ``jid`` into the ready queue."""
@@ -397,8 +424,9 @@ class Connection:
     def _batch(self, cmd, run, outcome, results, *args):
         """Run a pipelined core batch; map every entry of ``results`` to its outcome.
 
-        Raises BatchError when an item failed, and attaches the confirmed outcomes to
-        a validation error (iterators) or a transport error (a prefix) as ``.results``.
+        Raises BatchError when an item failed, and attaches the confirmed outcomes as
+        ``.results`` to an error of the items (a bad item, or the iterator's own exception:
+        the connection stays usable) or to a transport error (a prefix; the connection is closed).
         """
         with self._lock:
             proto = self._proto
@@ -406,9 +434,6 @@ class Connection:
                 raise SocketError("connection is closed; call reconnect()")
             try:
                 bad = getattr(proto, run)(*args)
-            except (InvalidArgument, InvalidType) as err:
-                err.results = [outcome(r) for r in results]
-                raise
             except OSError as err:
                 self._drop()
                 exc = SocketError(err)
@@ -417,6 +442,18 @@ class Connection:
             except (SocketError, ProtocolError) as err:
                 self._drop()
                 err.results = [outcome(r) for r in results]
+                raise
+            except Exception as err:
+                if run == "reserve_many" or isinstance(err, MemoryError):
+                    self._drop()
+                    raise
+                # A bad item or the caller's iterator failed before its window was sent; the core
+                # read the replies of the windows sent, so the stream is in sync.
+                # results is None when nothing was sent (a sequence, or an iterator's first window).
+                try:
+                    err.results = [outcome(r) for r in results] if results else None
+                except AttributeError:
+                    pass
                 raise
             except BaseException:
                 self._drop()
@@ -431,8 +468,13 @@ class Connection:
         ``items`` is any iterable (streamed in windows) of bodies or tuples
         ``(body[, priority[, delay[, ttr]]])``. A list or tuple is validated whole
         before anything is sent. Failed items raise BatchError after every reply is read.
+        An exception from the iterator itself propagates with ``.results``, the ids of the
+        windows already sent (None if none was).
         """
         core = self._core
+        if isinstance(items, (str, bytes, bytearray, memoryview)):
+            # else a str would be taken as an iterable of one-character bodies
+            raise InvalidType("put_many takes an iterable of bodies, not a single %s" % type(items).__name__)
         for value, what in ((priority, "priority"), (delay, "delay"), (ttr, "ttr")):
             core.check_uint32(value, what)
         results = []
@@ -482,7 +524,7 @@ class Connection:
         results = []
 
         def outcome(reply):
-            if reply[0] == b"RESERVED":
+            if reply[0] == b"RESERVED" and reply[1][0].isdigit():
                 return Job(self, int(reply[1][0]), reply[2], True)
             if reply[0] == b"DEADLINE_SOON":
                 return DeadlineSoon([])
@@ -505,7 +547,10 @@ class Connection:
         finally:
             if sock_timeout is not None and self._proto is not None:
                 self._proto.sock.settimeout(sock_timeout)
-        return [outcome(r) for r in results]
+        jobs = [outcome(r) for r in results]
+        if not all(isinstance(j, Job) for j in jobs):
+            raise BatchError(jobs)      # a RESERVED line with an unreadable job id
+        return jobs
 
 
 def _put_outcome(entry):
@@ -527,7 +572,7 @@ def _backend_name(core):
 _yaml_module = None
 
 
-def _load_yaml(core, body):
+def _load_yaml(core, body, cmd="stats-job"):
     """Parse beanstalkd's YAML with the core's parser, falling back to ``yaml.safe_load``."""
     try:
         return core.parse_yaml(body)
@@ -542,7 +587,11 @@ def _load_yaml(core, body):
             return body.decode("utf-8", "replace")
         _yaml_module = yaml
     loader = getattr(_yaml_module, "CSafeLoader", _yaml_module.SafeLoader)
-    return _yaml_module.load(body, Loader=loader)
+    try:
+        return _yaml_module.load(body, Loader=loader)
+    except _yaml_module.YAMLError as err:
+        # A reply this client cannot read is the server's fault: report it as one.
+        raise UnexpectedResponse(cmd, "OK", [str(len(body))]) from err
 
 
 class Job:

@@ -1,0 +1,827 @@
+"""Side-by-side benchmark: beanstalkc_fast (both backends) against its peers and raw sockets.
+
+    python -m beanstalkc_fast.bench [--quick] [--ops N] [--repeat R] [--cpu N | --no-pin]
+                                    [--host H --port P] [--chart PNG] [--json PATH] [--markdown PATH]
+
+It starts its own beanstalkd on a free loopback port (unless ``--host``/``--port`` are
+given) and pins itself and the server to one CPU: on small machines a cross-CPU round
+trip costs more than a client's own work and hides every difference.
+
+Rows: single put, single reserve+delete, ``stats()``, ``put_many`` and
+``reserve_many`` + ``delete_many``. Clients: beanstalkc_fast with the compiled and
+the pure-Python core, greenstalk, beanstalkc3, pystalk, a minimal raw-socket client
+(the floor for single commands) and a raw pipelined client (the ceiling for batches,
+best of a sweep of window sizes). Every (row, client) is run ``--repeat`` times,
+interleaved, on a fresh tube; the table reports medians, ratios, and the client
+process's CPU time per job. Peers without batches get only the single rows.
+"""
+import argparse
+import gc
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import beanstalkc_fast
+from beanstalkc_fast import _backend, _pyprotocol
+
+RECV = 262144
+ROWS = [
+    # (key, label, batch row?)
+    ("put", "put", False),
+    ("reserve_delete", "reserve+delete", False),
+    ("stats", "stats()", False),
+    ("put_many", "put_many", True),
+    ("reserve_delete_many", "reserve_many+delete_many", True),
+]
+COLORS = {
+    "beanstalkc_fast[cython]": "#1b7837", "beanstalkc_fast[python]": "#a6dba0", "greenstalk": "#2166ac",
+    "beanstalkc3": "#f4a582", "pystalk": "#9970ab", "raw socket": "#878787", "raw pipelined": "#252525",
+}
+
+
+def _yaml_load(text):
+    import yaml
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+# -- clients ------------------------------------------------------------------------
+# Each client connects in __init__ (untimed), uses and watches only ``tube``, and runs
+# a row as ``client.<row>(n)``; rows it lacks are absent from ``rows``. Every loop binds
+# its methods to locals first, the same treatment for all.
+
+class FastClient:
+    rows = ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many")
+
+    def __init__(self, core, host, port, tube, body, batch):
+        self._saved = beanstalkc_fast.Connection._core
+        beanstalkc_fast.Connection._core = core
+        self.c = beanstalkc_fast.Connection(host, port, encoding=None)
+        self.c.use(tube)
+        self.c.watch(tube)
+        self.c.ignore("default")
+        self.body = body
+        self.batch = batch
+        self.bodies = [body] * batch
+
+    def close(self):
+        self.c.close()
+        beanstalkc_fast.Connection._core = self._saved
+
+    def put(self, n):
+        put, body = self.c.put, self.body
+        for _ in range(n):
+            put(body)
+
+    def reserve_delete(self, n):
+        reserve, delete = self.c.reserve, self.c.delete
+        for _ in range(n):
+            job = reserve(0)
+            job.body
+            delete(job.jid)
+
+    def stats(self, n):
+        stats = self.c.stats
+        for _ in range(n):
+            stats()
+
+    def put_many(self, n):
+        put_many, bodies = self.c.put_many, self.bodies
+        full, rest = divmod(n, self.batch)
+        for _ in range(full):
+            put_many(bodies)
+        if rest:
+            put_many(bodies[:rest])
+
+    def reserve_delete_many(self, n):
+        reserve_many, delete_many, batch = self.c.reserve_many, self.c.delete_many, self.batch
+        while n > 0:
+            jobs = reserve_many(min(batch, n), 0)
+            if not jobs:
+                raise RuntimeError("reserve_many returned no job with %d left" % n)
+            for job in jobs:
+                job.body
+            delete_many(jobs)
+            n -= len(jobs)
+
+
+class GreenstalkClient:
+    rows = ("put", "reserve_delete", "stats")
+
+    def __init__(self, host, port, tube, body, batch):
+        import greenstalk
+        self.c = greenstalk.Client((host, port), encoding=None, use=tube, watch=tube)
+        self.body = body
+
+    def close(self):
+        self.c.close()
+
+    def put(self, n):
+        put, body = self.c.put, self.body
+        for _ in range(n):
+            put(body)
+
+    def reserve_delete(self, n):
+        reserve, delete = self.c.reserve, self.c.delete
+        for _ in range(n):
+            job = reserve(0)
+            job.body
+            delete(job)
+
+    def stats(self, n):
+        stats = self.c.stats
+        for _ in range(n):
+            stats()
+
+
+class Beanstalkc3Client:
+    rows = ("put", "reserve_delete", "stats")
+
+    def __init__(self, host, port, tube, body, batch):
+        import beanstalkc  # the module of the beanstalkc3 distribution
+        # Its default parse_yaml (yaml.load without a Loader) fails on PyYAML >= 6;
+        # give it the fastest safe loader, as pystalk uses.
+        self.c = beanstalkc.Connection(host, port, parse_yaml=_yaml_load, encoding=None)
+        self.c.use(tube)
+        self.c.watch(tube)
+        self.c.ignore("default")
+        self.body = body
+
+    def close(self):
+        self.c.close()
+
+    def put(self, n):
+        put, body = self.c.put, self.body
+        for _ in range(n):
+            put(body)
+
+    def reserve_delete(self, n):
+        reserve, delete = self.c.reserve, self.c.delete
+        for _ in range(n):
+            job = reserve(0)
+            job.body
+            delete(job.jid)
+
+    def stats(self, n):
+        stats = self.c.stats
+        for _ in range(n):
+            stats()
+
+
+class PystalkClient:
+    rows = ("put", "reserve_delete", "stats")
+
+    def __init__(self, host, port, tube, body, batch):
+        import pystalk
+        self.c = pystalk.BeanstalkClient(host, port)
+        self.c.use(tube)
+        self.c.watch(tube)      # the first watch also ignores "default"
+        self.body = body
+
+    def close(self):
+        self.c.close()
+
+    def put(self, n):
+        put, body = self.c.put_job, self.body
+        for _ in range(n):
+            put(body)
+
+    def reserve_delete(self, n):
+        reserve, delete = self.c.reserve_job, self.c.delete_job
+        for _ in range(n):
+            job = reserve(0)
+            job.job_data
+            delete(job.job_id)
+
+    def stats(self, n):
+        stats = self.c.stats
+        for _ in range(n):
+            stats()
+
+
+class _RawBase:
+    """A blocking TCP_NODELAY socket using and watching ``tube``.
+
+    The raw clients rely on knowing the job bodies: they contain no newline, so
+    counting ``\\n`` counts reply lines (and a RESERVED reply is exactly two).
+    """
+
+    def __init__(self, host, port, tube, body, batch, window=1024):
+        if b"\n" in body:
+            raise ValueError("the raw clients need a body without newlines")
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.tube = tube.encode("ascii")
+        self.put_cmd = b"put 0 0 120 %d\r\n%s\r\n" % (len(body), body)
+        self.window = window
+        for cmd in (b"use %s\r\n" % self.tube, b"watch %s\r\n" % self.tube, b"ignore default\r\n"):
+            self.sock.sendall(cmd)
+            self._line()
+
+    def close(self):
+        self.sock.close()
+
+    def _line(self):
+        data = self.sock.recv(RECV)
+        while not data.endswith(b"\n"):
+            more = self.sock.recv(RECV)
+            if not more:
+                raise ConnectionError("connection closed by the server")
+            data += more
+        return data
+
+    def stats_tube(self):
+        self.sock.sendall(b"stats-tube %s\r\n" % self.tube)
+        data = self._line()
+        head, _, rest = data.partition(b"\r\n")
+        size = int(head.split()[1])
+        while len(rest) < size + 2:
+            rest += self.sock.recv(RECV)
+        return _yaml_load(rest[:size])
+
+
+class RawClient(_RawBase):
+    """The floor for single commands: one sendall and the fewest recv per command."""
+
+    rows = ("put", "reserve_delete", "stats")
+
+    def put(self, n):
+        sendall, recv, cmd = self.sock.sendall, self.sock.recv, self.put_cmd
+        for _ in range(n):
+            sendall(cmd)
+            data = recv(RECV)
+            while not data.endswith(b"\n"):
+                data += recv(RECV)
+            if data[:9] != b"INSERTED ":
+                raise RuntimeError("put: %r" % data)
+            int(data[9:-2])
+
+    def reserve_delete(self, n):
+        sendall, recv = self.sock.sendall, self.sock.recv
+        for _ in range(n):
+            sendall(b"reserve-with-timeout 0\r\n")
+            data = recv(RECV)
+            while b"\n" not in data:
+                data += recv(RECV)
+            if data[:9] != b"RESERVED ":
+                raise RuntimeError("reserve: %r" % data)
+            while data.count(b"\n") < 2:
+                data += recv(RECV)
+            sendall(b"delete %s\r\n" % data.split(b" ", 2)[1])
+            data = recv(RECV)
+            while not data.endswith(b"\n"):
+                data += recv(RECV)
+            if data != b"DELETED\r\n":
+                raise RuntimeError("delete: %r" % data)
+
+    def stats(self, n):
+        # Reads the whole reply but parses no YAML: the cost of the round trip alone.
+        sendall, recv = self.sock.sendall, self.sock.recv
+        for _ in range(n):
+            sendall(b"stats\r\n")
+            data = recv(RECV)
+            while b"\n" not in data:
+                data += recv(RECV)
+            head, _, rest = data.partition(b"\r\n")
+            size = int(head[3:]) + 2
+            while len(rest) < size:
+                rest += recv(RECV)
+
+
+_RESERVED_RE = re.compile(rb"RESERVED ([0-9]+) [0-9]+\r\n[^\n]*\n")
+
+
+class PipelinedClient(_RawBase):
+    """The ceiling for batches: ``window`` commands per sendall, replies counted, not parsed,
+    and deletes made from the reserve replies by one regex substitution."""
+
+    rows = ("put_many", "reserve_delete_many")
+
+    def _wait_lines(self, seen, need):
+        recv = self.sock.recv
+        while seen < need:
+            data = recv(RECV)
+            if not data:
+                raise ConnectionError("connection closed by the server")
+            seen += data.count(b"\n")
+        return seen
+
+    def put_many(self, n):
+        # Double-buffered: the next window is sent before the previous one's replies are read.
+        w, cmd = self.window, self.put_cmd
+        full = cmd * w
+        sendall, wait = self.sock.sendall, self._wait_lines
+        seen = need = 0
+        while n > 0:
+            k = w if n >= w else n
+            sendall(full if k == w else cmd * k)
+            n -= k
+            seen = wait(seen, need)
+            need += k
+        wait(seen, need)
+
+    def reserve_delete_many(self, n):
+        w = self.window
+        full = b"reserve-with-timeout 0\r\n" * w
+        sendall, recv, wait = self.sock.sendall, self.sock.recv, self._wait_lines
+        sub = _RESERVED_RE.subn
+        while n > 0:
+            k = w if n >= w else n
+            sendall(full if k == w else b"reserve-with-timeout 0\r\n" * k)
+            chunks = []
+            seen = 0
+            while seen < 2 * k:
+                data = recv(RECV)
+                if not data:
+                    raise ConnectionError("connection closed by the server")
+                chunks.append(data)
+                seen += data.count(b"\n")
+            deletes, found = sub(rb"delete \1\r\n", b"".join(chunks))
+            if found != k:
+                raise RuntimeError("expected %d RESERVED replies, got %d" % (k, found))
+            sendall(deletes)
+            wait(0, k)
+            n -= k
+
+
+# -- harness ------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args, host, port, out=sys.stderr):
+        self.args = args
+        self.host = host
+        self.port = port
+        self.out = out
+        self.body = b"x" * args.body_size
+        self._tubes = 0
+
+    def log(self, msg):
+        self.out.write(msg + "\n")
+        self.out.flush()
+
+    def tube(self):
+        self._tubes += 1
+        return "bench-%d-%d" % (os.getpid(), self._tubes)
+
+    def control(self, tube):
+        return PipelinedClient(self.host, self.port, tube, self.body, 1, window=1024)
+
+    def measure(self, make, row, n):
+        """Run ``row`` of n jobs on a fresh tube; return (seconds, client CPU seconds)."""
+        tube = self.tube()
+        ctl = self.control(tube)
+        try:
+            if row in ("reserve_delete", "reserve_delete_many"):
+                ctl.put_many(n)
+            client = make(self.host, self.port, tube, self.body, self.args.batch)
+            try:
+                gc.collect()
+                _alarm(self.args.timeout)
+                cpu0 = time.process_time()
+                t0 = time.perf_counter()
+                getattr(client, row)(n)
+                t1 = time.perf_counter()
+                cpu1 = time.process_time()
+                _alarm(0)
+            finally:
+                client.close()
+            self.check(ctl, row, n)
+        finally:
+            ctl.close()
+        return t1 - t0, cpu1 - cpu0
+
+    def check(self, ctl, row, n):
+        """Make sure the client did the work (untimed), and leave the tube empty."""
+        if row == "stats":
+            return
+        st = ctl.stats_tube()
+        if row in ("put", "put_many"):
+            if st["total-jobs"] != n or st["current-jobs-ready"] != n:
+                raise RuntimeError("%s: expected %d ready jobs, server says %r" % (row, n, st))
+            ctl.reserve_delete_many(n)
+        elif st["current-jobs-ready"] or st["current-jobs-reserved"] or st["cmd-delete"] != n:
+            raise RuntimeError("%s: expected %d deleted jobs, server says %r" % (row, n, st))
+
+    def run(self, clients):
+        """Return the list of result dicts, one per (row, client) that ran."""
+        args = self.args
+        results = []
+        rows = [r for r in ROWS if r[0] in args.rows]
+        for i, (row, label, batch) in enumerate(rows, 1):
+            n = args.batch_ops if batch else (args.ops // 4 if row == "stats" else args.ops)
+            n = max(n, 1)
+            runners = []       # (client name, variant, factory)
+            for name, factory, variants in clients:
+                if row not in factory.rows:
+                    continue
+                for variant in variants:
+                    runners.append((name, variant, factory))
+            samples = {(name, variant): [] for name, variant, _ in runners}
+            for rep in range(1, args.repeat + 1):
+                for name, variant, factory in runners:
+                    what = name if variant is None else "%s window=%d" % (name, variant)
+                    self.log("[%d/%d %s, n=%d] rep %d/%d  %s" % (i, len(rows), label, n, rep, args.repeat, what))
+                    make = factory if variant is None else _windowed(factory, variant)
+                    samples[(name, variant)].append(self.measure(make, row, n))
+            best = {}
+            for (name, variant), runs in samples.items():
+                wall = statistics.median(s for s, _ in runs)
+                cpu = statistics.median(c for _, c in runs)
+                entry = {"row": row, "label": label, "batch": batch, "client": name, "n": n,
+                         "ops_per_s": n / wall, "us_per_op": wall / n * 1e6, "cpu_us_per_op": cpu / n * 1e6,
+                         "samples_s": [s for s, _ in runs], "cpu_samples_s": [c for _, c in runs]}
+                if variant is not None:
+                    entry["window"] = variant
+                if name not in best or entry["ops_per_s"] > best[name]["ops_per_s"]:
+                    best[name] = entry
+            if "raw pipelined" in best:
+                windows = {v: n / statistics.median(s for s, _ in runs)
+                           for (name, v), runs in samples.items() if name == "raw pipelined"}
+                best["raw pipelined"]["window_sweep"] = {str(k): v for k, v in sorted(windows.items())}
+            row_results = [best[name] for name, _, _ in clients if name in best]
+            _add_ratios(row_results)
+            results.extend(row_results)
+        return results
+
+
+def _windowed(factory, window):
+    def make(host, port, tube, body, batch):
+        return factory(host, port, tube, body, batch, window=window)
+    return make
+
+
+class _Partial:
+    """A client factory with the core bound (keeps the class's ``rows``)."""
+
+    def __init__(self, func, *args):
+        self.func = func
+        self.args = args
+        self.rows = func.rows
+
+    def __call__(self, *args, **kw):
+        return self.func(*(self.args + args), **kw)
+
+
+def _add_ratios(row_results):
+    by_name = {r["client"]: r for r in row_results}
+    refs = {"vs_greenstalk": by_name.get("greenstalk"), "vs_python": by_name.get("beanstalkc_fast[python]"),
+            "vs_raw": by_name.get("raw socket") or by_name.get("raw pipelined")}
+    for r in row_results:
+        for key, ref in refs.items():
+            r[key] = r["ops_per_s"] / ref["ops_per_s"] if ref is not None else None
+
+
+def _alarm(seconds):
+    # A watchdog: a blocking raw client would otherwise hang forever on a lost reply.
+    if hasattr(signal, "SIGALRM"):
+        signal.alarm(int(seconds))
+
+
+def _on_alarm(signum, frame):
+    raise TimeoutError("benchmark step took longer than --timeout")
+
+
+# -- import time --------------------------------------------------------------------
+
+_IMPORT_CODE = ("import sys, time\n"
+                "t = time.perf_counter()\n"
+                "import {mod}\n"
+                "t = time.perf_counter() - t\n"
+                "print(t, 'yaml' in sys.modules, getattr({mod}, 'BACKEND', ''))\n")
+
+
+def import_times(repeat, log):
+    """Median seconds to import each module in a fresh interpreter, and whether yaml came along."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("BEANSTALKC_FAST_PUREPYTHON", None)
+    cases = [("beanstalkc_fast", "beanstalkc_fast", {}),
+             ("beanstalkc_fast (PUREPYTHON=1)", "beanstalkc_fast", {"BEANSTALKC_FAST_PUREPYTHON": "1"}),
+             ("greenstalk", "greenstalk", {}), ("beanstalkc3", "beanstalkc", {}), ("pystalk", "pystalk", {})]
+    out = []
+    for label, mod, extra in cases:
+        log("[import] %s x%d" % (label, repeat))
+        times = []
+        yaml = backend = None
+        for _ in range(repeat):
+            proc = subprocess.run([sys.executable, "-c", _IMPORT_CODE.format(mod=mod)], env=dict(env, **extra),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+            if proc.returncode:
+                times = None
+                log("[import] %s failed: %s" % (label, proc.stderr.strip().splitlines()[-1:]))
+                break
+            t, yaml, backend = (proc.stdout.split() + [""])[:3]
+            times.append(float(t))
+        if times:
+            out.append({"module": label, "ms": statistics.median(times) * 1e3, "imports_yaml": yaml == "True",
+                        "backend": backend or None})
+    return out
+
+
+# -- output -------------------------------------------------------------------------
+
+def _fmt_ratio(x, pct=False):
+    if x is None:
+        return "-"
+    return "%.0f%%" % (x * 100) if pct else "%.2fx" % x
+
+
+def markdown(results, imports, meta):
+    lines = ["Benchmark: %s" % meta["summary"], "",
+             "| row | client | ops/s | us/op | client CPU us/op | vs greenstalk | vs python | vs raw |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        client = r["client"] + (" (w=%d)" % r["window"] if "window" in r else "")
+        lines.append("| %s | %s | %s | %.2f | %.2f | %s | %s | %s |" % (
+            r["label"], client, "{:,.0f}".format(r["ops_per_s"]), r["us_per_op"], r["cpu_us_per_op"],
+            _fmt_ratio(r["vs_greenstalk"]), _fmt_ratio(r["vs_python"]), _fmt_ratio(r["vs_raw"], pct=True)))
+    lines += ["", "vs raw: single rows against the raw socket client (floor), batch rows against the raw",
+              "pipelined client (ceiling, best window). reserve+delete rows count one op per job.", ""]
+    if imports:
+        lines += ["| import | ms (median) | imports yaml | backend |", "|---|---:|---|---|"]
+        for i in imports:
+            lines.append("| %s | %.1f | %s | %s |" % (i["module"], i["ms"], "yes" if i["imports_yaml"] else "no",
+                                                      i["backend"] or "-"))
+        lines.append("")
+    for note in meta["notes"]:
+        lines.append("note: " + note)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def chart(results, imports, meta, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib, or the 'bench' extra): no chart"
+    rows = []
+    for row, label, batch in ROWS:
+        rr = [r for r in results if r["row"] == row]
+        if rr:
+            rows.append((label, batch, rr))
+    batch_rows = [(label, rr) for label, batch, rr in rows if batch]
+    panels = len(rows) + (1 if batch_rows else 0) + (1 if imports else 0)
+    ncols = 2
+    nrows = (panels + 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(15, 3.6 * nrows + 0.8), squeeze=False)
+    axes = [ax for line in axes for ax in line]
+    for ax, (label, batch, rr) in zip(axes, rows):
+        names = [r["client"] for r in rr][::-1]
+        vals = [r["ops_per_s"] for r in rr][::-1]
+        bars = ax.barh(names, vals, color=[COLORS.get(n, "#999999") for n in names])
+        top = max(vals)
+        for bar, r in zip(bars, rr[::-1]):
+            extra = []
+            if r["vs_greenstalk"] is not None and r["client"] != "greenstalk":
+                extra.append("%.2fx greenstalk" % r["vs_greenstalk"])
+            if batch and r["vs_raw"] is not None and r["client"] != "raw pipelined":
+                extra.append("%.0f%% of ceiling" % (r["vs_raw"] * 100))
+            if "window" in r:
+                extra.append("window %d" % r["window"])
+            text = "{:,.0f}".format(r["ops_per_s"]) + ("  (" + ", ".join(extra) + ")" if extra else "")
+            ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=9)
+        ax.set_xlim(0, top * 1.55)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: "%gk" % (x / 1000) if x else "0"))
+        ax.set_title("%s  (n=%d, ops/s, higher is better)" % (label, rr[0]["n"]), fontsize=11)
+        ax.tick_params(axis="y", labelsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    used = len(rows)
+    if batch_rows:
+        ax = axes[used]
+        used += 1
+        names = []
+        for _, rr in batch_rows:
+            for r in rr:
+                if r["client"] not in names:
+                    names.append(r["client"])
+        width = 0.8 / len(batch_rows)
+        for j, (label, rr) in enumerate(batch_rows):
+            by = {r["client"]: r["cpu_us_per_op"] for r in rr}
+            ys = [k + j * width for k in range(len(names))]
+            vals = [by.get(n, 0) for n in names]
+            bars = ax.barh(ys, vals, height=width, label=label, color=["#4393c3", "#d6604d"][j % 2])
+            for bar, v in zip(bars, vals):
+                if v:
+                    ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " %.2f" % v, va="center",
+                            fontsize=9)
+        ax.set_yticks([k + width * (len(batch_rows) - 1) / 2 for k in range(len(names))])
+        ax.set_yticklabels(names, fontsize=9)
+        ax.invert_yaxis()
+        ax.set_xlim(0, ax.get_xlim()[1] * 1.6)
+        ax.set_title("client CPU per job, batch rows (us, lower is better)", fontsize=11)
+        ax.legend(fontsize=9, loc="upper right")
+        ax.grid(axis="x", alpha=0.3)
+    if imports:
+        ax = axes[used]
+        used += 1
+        names = [i["module"] + (" [+yaml]" if i["imports_yaml"] else "") for i in imports][::-1]
+        vals = [i["ms"] for i in imports][::-1]
+        bars = ax.barh(names, vals, color="#bababa")
+        for bar, v in zip(bars, vals):
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " %.1f ms" % v, va="center", fontsize=9)
+        ax.set_xlim(0, max(vals) * 1.3)
+        ax.set_title("import time in a fresh interpreter (ms, lower is better)", fontsize=11)
+        ax.tick_params(axis="y", labelsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes[used:]:
+        ax.axis("off")
+    fig.suptitle("beanstalkc_fast benchmark: " + meta["summary"], fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+# -- main ---------------------------------------------------------------------------
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m beanstalkc_fast.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", help="use this beanstalkd instead of starting one (with --port)")
+    p.add_argument("--port", type=int, default=11300, help="port of the --host server (default 11300)")
+    p.add_argument("--cpu", type=int, help="the CPU to pin the client and the server to (default: the last allowed)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
+    p.add_argument("--quick", action="store_true", help="fewer jobs and repetitions (CI, smoke test)")
+    p.add_argument("--ops", type=int, help="jobs per single-command row (stats: a quarter); default 20000, quick 2000")
+    p.add_argument("--batch-ops", type=int, help="jobs per batch row (default 10 x --ops)")
+    p.add_argument("--batch", type=int, default=1000, help="jobs per put_many / reserve_many call (default 1000)")
+    p.add_argument("--repeat", type=int, help="repetitions per measurement, medians reported; default 5, quick 3")
+    p.add_argument("--windows", help="raw pipelined window sizes to sweep, comma-separated")
+    p.add_argument("--body-size", type=int, default=100, help="job body size in bytes (default 100)")
+    p.add_argument("--clients", help="comma-separated subset of: cython, python, greenstalk, beanstalkc3, pystalk, "
+                                     "raw, pipelined")
+    p.add_argument("--rows", help="comma-separated subset of: " + ", ".join(r[0] for r in ROWS))
+    p.add_argument("--no-import", action="store_true", help="skip the import-time measurement")
+    p.add_argument("--timeout", type=int, default=300, help="watchdog per measurement, seconds (default 300)")
+    p.add_argument("--chart", default=os.path.join("benchmarks", "results.png"),
+                   help="chart PNG path (default benchmarks/results.png; '' for none)")
+    p.add_argument("--json", help="write the results as JSON to this path")
+    p.add_argument("--markdown", help="write the table as markdown to this path")
+    return p
+
+
+def _clients(selected, log):
+    """[(name, factory, variants)] of the available clients, in display order."""
+    compiled = _backend._load_compiled()
+    out = []
+    if "cython" in selected:
+        if compiled is None:
+            log("note: beanstalkc_fast._cprotocol is not built (or stale): no cython rows")
+        else:
+            out.append(("beanstalkc_fast[cython]", _Partial(FastClient, compiled), [None]))
+    if "python" in selected:
+        out.append(("beanstalkc_fast[python]", _Partial(FastClient, _pyprotocol), [None]))
+    for key, name, cls, module in (("greenstalk", "greenstalk", GreenstalkClient, "greenstalk"),
+                                   ("beanstalkc3", "beanstalkc3", Beanstalkc3Client, "beanstalkc"),
+                                   ("pystalk", "pystalk", PystalkClient, "pystalk")):
+        if key in selected:
+            try:
+                __import__(module)
+            except ImportError:
+                log("note: %s is not installed (pip install %s): skipped" % (name, name))
+                continue
+            out.append((name, cls, [None]))
+    return out
+
+
+def _pin(cpu, server_pid, log):
+    """Pin this process (and the server, if its pid is known) to ``cpu``; return a description."""
+    if not hasattr(os, "sched_setaffinity"):
+        log("note: this platform cannot pin CPUs: running unpinned")
+        return "unpinned (no sched_setaffinity)"
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu is None:
+        cpu = allowed[-1]
+    os.sched_setaffinity(0, {cpu})
+    what = "client pinned to CPU %d" % cpu
+    if server_pid is not None:
+        try:
+            os.sched_setaffinity(server_pid, {cpu})
+            what = "client and server pinned to CPU %d" % cpu
+        except OSError as err:
+            log("note: cannot pin the server (pid %d): %s" % (server_pid, err))
+            what += " (server not pinned)"
+    else:
+        what += " (server pid unknown: not pinned)"
+    return what
+
+
+def _server_pid(host, port):
+    """The pid of a local beanstalkd, from its stats."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        ctl = PipelinedClient(host, port, "default", b"x", 1)
+        try:
+            ctl.sock.sendall(b"stats\r\n")
+            data = ctl._line()
+            head, _, rest = data.partition(b"\r\n")
+            size = int(head.split()[1])
+            while len(rest) < size + 2:
+                rest += ctl.sock.recv(RECV)
+            return int(_yaml_load(rest[:size])["pid"])
+        finally:
+            ctl.close()
+    except Exception:
+        return None
+
+
+def _yaml_note(host, port, log):
+    """Tell whether the built-in parser handles this server's stats or falls back to PyYAML."""
+    c = beanstalkc_fast.Connection(host, port, parse_yaml=False, encoding=None)
+    try:
+        raw = c.stats().encode("utf-8")
+    finally:
+        c.close()
+    try:
+        _pyprotocol.parse_yaml(raw)
+        return None
+    except ValueError as err:
+        return "stats() of this server falls back to PyYAML: the built-in parser refuses the line %s" % (err,)
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    log = lambda msg: (sys.stderr.write(msg + "\n"), sys.stderr.flush())  # noqa: E731
+    quick = args.quick
+    args.ops = args.ops or (2000 if quick else 20000)
+    args.batch_ops = args.batch_ops or args.ops * 10
+    args.repeat = args.repeat or (3 if quick else 5)
+    windows = [int(w) for w in args.windows.split(",")] if args.windows else \
+        ([64, 256, 1024, 4096] if quick else [16, 64, 256, 1024, 4096])
+    all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined"]
+    selected = set(args.clients.split(",")) if args.clients else set(all_clients)
+    args.rows = set(args.rows.split(",")) if args.rows else {r[0] for r in ROWS}
+    unknown = (selected - set(all_clients)) | (args.rows - {r[0] for r in ROWS})
+    if unknown:
+        _parser().error("unknown client or row: %s" % ", ".join(sorted(unknown)))
+
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, _on_alarm)
+    server = None
+    try:
+        if args.host:
+            host, port = args.host, args.port
+            server_pid = _server_pid(host, port)
+        else:
+            from beanstalkc_fast.testing import BeanstalkdServer
+            server = BeanstalkdServer().start()
+            host, port, server_pid = server.host, server.port, server.process.pid
+            log("started beanstalkd on %s:%d (pid %d)" % (host, port, server_pid))
+        pinning = "unpinned" if args.no_pin else _pin(args.cpu, server_pid, log)
+        log(pinning)
+
+        clients = _clients(selected, log)
+        if "raw" in selected:
+            clients.append(("raw socket", RawClient, [None]))
+        if "pipelined" in selected:
+            clients.append(("raw pipelined", PipelinedClient, windows))
+        notes = []
+        note = _yaml_note(host, port, log)
+        if note:
+            notes.append(note)
+            log("note: " + note)
+
+        t0 = time.monotonic()
+        results = Bench(args, host, port).run(clients)
+        imports = [] if args.no_import else import_times(5 if quick else 10, log)
+        elapsed = time.monotonic() - t0
+    finally:
+        _alarm(0)
+        if server is not None:
+            server.stop()
+
+    meta = {
+        "summary": "Python %s, %s, median of %d, body %d B, batch %d" % (
+            sys.version.split()[0], pinning, args.repeat, args.body_size, args.batch),
+        "python": sys.version, "pinning": pinning, "repeat": args.repeat, "ops": args.ops,
+        "batch_ops": args.batch_ops, "batch": args.batch, "body_size": args.body_size, "windows": windows,
+        "backend_default": beanstalkc_fast.BACKEND, "elapsed_s": elapsed, "notes": notes,
+    }
+    table = markdown(results, imports, meta)
+    sys.stdout.write(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results, "imports": imports}, f, indent=2)
+            f.write("\n")
+    if args.chart:
+        problem = chart(results, imports, meta, args.chart)
+        log(problem or "chart written to %s" % args.chart)
+    log("done in %.1f s" % elapsed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
