@@ -10,6 +10,7 @@ import platform
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def flag(name):
@@ -30,13 +31,32 @@ if not PURE:
         sys.stderr.write("beanstalkc_fast: Cython not available, installing the pure-Python backend\n")
     else:
         macros = [("CYTHON_TRACE", "1")] if DEBUG else []
-        ext_modules = cythonize(
-            [Extension("beanstalkc_fast._cprotocol", ["src/_cprotocol.pyx"], define_macros=macros)],
-            annotate=DEBUG,
-            compiler_directives={"linetrace": DEBUG},
-        )
-        # cythonize() returns fresh Extension objects: optional must be set on them.
-        for ext in ext_modules:
-            ext.optional = not REQUIRE
+        try:
+            ext_modules = cythonize(
+                [Extension("beanstalkc_fast._cprotocol", ["src/_cprotocol.pyx"], define_macros=macros)],
+                annotate=DEBUG,
+                compiler_directives={"linetrace": DEBUG},
+            )
+            # cythonize() returns fresh Extension objects: optional must be set on them.
+            for ext in ext_modules:
+                ext.optional = not REQUIRE
+        except Exception as err:
+            if REQUIRE:
+                raise
+            sys.stderr.write("beanstalkc_fast: could not cythonize the compiled core (%s); "
+                             "installing the pure-Python backend\n" % err)
 
-setup(ext_modules=ext_modules)
+
+class BuildExt(build_ext):
+    # setuptools' optional=True only logs a vague warning: say plainly what was installed.
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as err:
+            if REQUIRE:
+                raise
+            sys.stderr.write("beanstalkc_fast: could not build the compiled core (%s: %s); "
+                             "installing the pure-Python backend\n" % (type(err).__name__, err))
+
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

@@ -132,7 +132,7 @@ class ReplyReader:
         pos = self._pos
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
-            if len(buf) - pos > self._max_line:
+            if len(buf) - pos > self._max_line + 1:     # the line and its CR may be here, the LF not yet
                 raise ProtocolError("reply line longer than %d bytes" % self._max_line)
             return None
         if eol - pos > self._max_line:

@@ -11,7 +11,7 @@ Rows: single put, single reserve+delete, ``stats()``, ``put_many`` and
 ``reserve_many`` + ``delete_many``. Clients: beanstalkc_fast with the compiled and
 the pure-Python core, greenstalk, beanstalkc3, pystalk, a minimal raw-socket client
 (the floor for single commands) and a raw pipelined client (the ceiling for batches,
-best of a sweep of window sizes). Every (row, client) is run ``--repeat`` times,
+best window of a sweep, in batches of the same size). Every (row, client) is run ``--repeat`` times,
 interleaved, on a fresh tube; the table reports medians, ratios, and the client
 process's CPU time per job. Peers without batches get only the single rows.
 """
@@ -30,7 +30,7 @@ import time
 import beanstalkc_fast
 from beanstalkc_fast import _backend, _pyprotocol
 
-RECV = 262144
+RECV = 65536           # as the library reads; a bigger buffer costs an mmap per recv
 ROWS = [
     # (key, label, batch row?)
     ("put", "put", False),
@@ -61,7 +61,11 @@ class FastClient:
     def __init__(self, core, host, port, tube, body, batch):
         self._saved = beanstalkc_fast.Connection._core
         beanstalkc_fast.Connection._core = core
-        self.c = beanstalkc_fast.Connection(host, port, encoding=None)
+        try:
+            self.c = beanstalkc_fast.Connection(host, port, encoding=None)
+        except BaseException:
+            beanstalkc_fast.Connection._core = self._saved
+            raise
         self.c.use(tube)
         self.c.watch(tube)
         self.c.ignore("default")
@@ -218,7 +222,9 @@ class _RawBase:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.tube = tube.encode("ascii")
         self.put_cmd = b"put 0 0 120 %d\r\n%s\r\n" % (len(body), body)
+        self.body_size = len(body)
         self.window = window
+        self.batch = batch
         for cmd in (b"use %s\r\n" % self.tube, b"watch %s\r\n" % self.tube, b"ignore default\r\n"):
             self.sock.sendall(cmd)
             self._line()
@@ -235,14 +241,24 @@ class _RawBase:
             data += more
         return data
 
-    def stats_tube(self):
-        self.sock.sendall(b"stats-tube %s\r\n" % self.tube)
+    def yaml_body(self, cmd):
+        """Send a command answered by ``OK <size>`` and return the YAML bytes."""
+        self.sock.sendall(cmd)
         data = self._line()
         head, _, rest = data.partition(b"\r\n")
-        size = int(head.split()[1])
+        if not head.startswith(b"OK "):
+            raise RuntimeError("%r: %r" % (cmd, head))
+        size = int(head[3:])
         while len(rest) < size + 2:
             rest += self.sock.recv(RECV)
-        return _yaml_load(rest[:size])
+        return rest[:size]
+
+    def server_cpu(self):
+        """The server's user+system CPU seconds (beanstalkd's own getrusage)."""
+        return sum(float(v) for v in _RUSAGE_RE.findall(self.yaml_body(b"stats\r\n")))
+
+    def stats_tube(self):
+        return _yaml_load(self.yaml_body(b"stats-tube %s\r\n" % self.tube))
 
 
 class RawClient(_RawBase):
@@ -293,60 +309,88 @@ class RawClient(_RawBase):
                 rest += recv(RECV)
 
 
+_RUSAGE_RE = re.compile(rb"\nrusage-[us]time: ([0-9.]+)")
 _RESERVED_RE = re.compile(rb"RESERVED ([0-9]+) [0-9]+\r\n[^\n]*\n")
 
 
 class PipelinedClient(_RawBase):
-    """The ceiling for batches: ``window`` commands per sendall, replies counted, not parsed,
-    and deletes made from the reserve replies by one regex substitution."""
+    """The ceiling for batches: batches of ``batch`` jobs like the library's, but with
+    ``window`` commands per sendall, replies counted rather than parsed, and the deletes
+    made from the reserve replies by one regex substitution.
+
+    With ``lowat`` it sets SO_RCVLOWAT to a lower bound of the bytes still to come, so
+    that on one CPU the kernel does not wake it (and preempt the server) at every reply.
+    """
 
     rows = ("put_many", "reserve_delete_many")
+    lowat = hasattr(socket, "SO_RCVLOWAT")
 
-    def _wait_lines(self, seen, need):
-        recv = self.sock.recv
+    def _wait(self, seen, need, minlen, keep=None):
+        """Receive until ``need`` lines were seen (``minlen``: fewest bytes per line to come)."""
+        sock = self.sock
+        recv, setopt = sock.recv, sock.setsockopt
+        tail = self._tail       # bytes received after the last newline
+        lowat = self.lowat
         while seen < need:
+            if lowat:
+                low = (need - seen) * minlen - tail
+                setopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low if low > 1 else 1)
             data = recv(RECV)
             if not data:
                 raise ConnectionError("connection closed by the server")
-            seen += data.count(b"\n")
+            if keep is not None:
+                keep.append(data)
+            lines = data.count(b"\n")
+            seen += lines
+            tail = len(data) - data.rindex(b"\n") - 1 if lines else tail + len(data)
+        self._tail = tail
         return seen
 
-    def put_many(self, n):
-        # Double-buffered: the next window is sent before the previous one's replies are read.
-        w, cmd = self.window, self.put_cmd
-        full = cmd * w
-        sendall, wait = self.sock.sendall, self._wait_lines
+    def _pipeline(self, chunks, minlen):
+        """Send (data, commands) chunks, each before reading the previous one's replies."""
+        sendall, wait = self.sock.sendall, self._wait
+        self._tail = 0
         seen = need = 0
+        for data, k in chunks:
+            sendall(data)
+            seen = wait(seen, need, minlen)
+            need += k
+        wait(seen, need, minlen)
+
+    def _windows(self, n, cmd):
+        w = self.window
+        full = cmd * w
         while n > 0:
             k = w if n >= w else n
-            sendall(full if k == w else cmd * k)
+            yield (full if k == w else cmd * k), k
             n -= k
-            seen = wait(seen, need)
-            need += k
-        wait(seen, need)
+
+    def put_many(self, n):
+        batch, pipeline, windows, cmd = self.batch, self._pipeline, self._windows, self.put_cmd
+        while n > 0:
+            b = batch if n >= batch else n
+            pipeline(windows(b, cmd), len(b"INSERTED 1\r\n"))
+            n -= b
 
     def reserve_delete_many(self, n):
-        w = self.window
-        full = b"reserve-with-timeout 0\r\n" * w
-        sendall, recv, wait = self.sock.sendall, self.sock.recv, self._wait_lines
+        # Per batch: reserve it all (a window at a time), then delete it all, as the library does.
+        batch, windows, sendall, wait, pipeline = self.batch, self._windows, self.sock.sendall, self._wait, self._pipeline
         sub = _RESERVED_RE.subn
+        minlen = (len(b"RESERVED 1 %d\r\n" % self.body_size) + self.body_size + 2) // 2
         while n > 0:
-            k = w if n >= w else n
-            sendall(full if k == w else b"reserve-with-timeout 0\r\n" * k)
-            chunks = []
-            seen = 0
-            while seen < 2 * k:
-                data = recv(RECV)
-                if not data:
-                    raise ConnectionError("connection closed by the server")
-                chunks.append(data)
-                seen += data.count(b"\n")
-            deletes, found = sub(rb"delete \1\r\n", b"".join(chunks))
-            if found != k:
-                raise RuntimeError("expected %d RESERVED replies, got %d" % (k, found))
-            sendall(deletes)
-            wait(0, k)
-            n -= k
+            b = batch if n >= batch else n
+            deletes = []
+            for data, k in windows(b, b"reserve-with-timeout 0\r\n"):
+                sendall(data)
+                chunks = []
+                self._tail = 0
+                wait(0, 2 * k, minlen, chunks)
+                data, found = sub(rb"delete \1\r\n", b"".join(chunks))
+                if found != k:
+                    raise RuntimeError("expected %d RESERVED replies, got %d" % (k, found))
+                deletes.append((data, k))
+            pipeline(deletes, len(b"DELETED\r\n"))
+            n -= b
 
 
 # -- harness ------------------------------------------------------------------------
@@ -369,7 +413,7 @@ class Bench:
         return "bench-%d-%d" % (os.getpid(), self._tubes)
 
     def control(self, tube):
-        return PipelinedClient(self.host, self.port, tube, self.body, 1, window=1024)
+        return PipelinedClient(self.host, self.port, tube, self.body, 256, window=256)
 
     def measure(self, make, row, n):
         """Run ``row`` of n jobs on a fresh tube; return (seconds, client CPU seconds)."""
@@ -381,6 +425,7 @@ class Bench:
             client = make(self.host, self.port, tube, self.body, self.args.batch)
             try:
                 gc.collect()
+                server0 = ctl.server_cpu()
                 _alarm(self.args.timeout)
                 cpu0 = time.process_time()
                 t0 = time.perf_counter()
@@ -388,12 +433,13 @@ class Bench:
                 t1 = time.perf_counter()
                 cpu1 = time.process_time()
                 _alarm(0)
+                server1 = ctl.server_cpu()
             finally:
                 client.close()
             self.check(ctl, row, n)
         finally:
             ctl.close()
-        return t1 - t0, cpu1 - cpu0
+        return t1 - t0, cpu1 - cpu0, server1 - server0
 
     def check(self, ctl, row, n):
         """Make sure the client did the work (untimed), and leave the tube empty."""
@@ -430,17 +476,20 @@ class Bench:
                     samples[(name, variant)].append(self.measure(make, row, n))
             best = {}
             for (name, variant), runs in samples.items():
-                wall = statistics.median(s for s, _ in runs)
-                cpu = statistics.median(c for _, c in runs)
+                wall = statistics.median(r[0] for r in runs)
+                cpu = statistics.median(r[1] for r in runs)
+                server_cpu = statistics.median(r[2] for r in runs)
                 entry = {"row": row, "label": label, "batch": batch, "client": name, "n": n,
                          "ops_per_s": n / wall, "us_per_op": wall / n * 1e6, "cpu_us_per_op": cpu / n * 1e6,
-                         "samples_s": [s for s, _ in runs], "cpu_samples_s": [c for _, c in runs]}
+                         "server_cpu_us_per_op": server_cpu / n * 1e6, "best_ops_per_s": n / min(r[0] for r in runs),
+                         "samples_s": [r[0] for r in runs], "cpu_samples_s": [r[1] for r in runs],
+                         "server_cpu_samples_s": [r[2] for r in runs]}
                 if variant is not None:
                     entry["window"] = variant
                 if name not in best or entry["ops_per_s"] > best[name]["ops_per_s"]:
                     best[name] = entry
             if "raw pipelined" in best:
-                windows = {v: n / statistics.median(s for s, _ in runs)
+                windows = {v: n / statistics.median(r[0] for r in runs)
                            for (name, v), runs in samples.items() if name == "raw pipelined"}
                 best["raw pipelined"]["window_sweep"] = {str(k): v for k, v in sorted(windows.items())}
             row_results = [best[name] for name, _, _ in clients if name in best]
@@ -476,9 +525,12 @@ def _add_ratios(row_results):
             r[key] = r["ops_per_s"] / ref["ops_per_s"] if ref is not None else None
 
 
+_watchdog = False
+
+
 def _alarm(seconds):
     # A watchdog: a blocking raw client would otherwise hang forever on a lost reply.
-    if hasattr(signal, "SIGALRM"):
+    if _watchdog:
         signal.alarm(int(seconds))
 
 
@@ -534,12 +586,14 @@ def _fmt_ratio(x, pct=False):
 
 def markdown(results, imports, meta):
     lines = ["Benchmark: %s" % meta["summary"], "",
-             "| row | client | ops/s | us/op | client CPU us/op | vs greenstalk | vs python | vs raw |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| row | client | ops/s | us/op | client CPU us/op | server CPU us/op | vs greenstalk | vs python "
+             "| vs raw |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         client = r["client"] + (" (w=%d)" % r["window"] if "window" in r else "")
-        lines.append("| %s | %s | %s | %.2f | %.2f | %s | %s | %s |" % (
+        lines.append("| %s | %s | %s | %.2f | %.2f | %.2f | %s | %s | %s |" % (
             r["label"], client, "{:,.0f}".format(r["ops_per_s"]), r["us_per_op"], r["cpu_us_per_op"],
+            r["server_cpu_us_per_op"],
             _fmt_ratio(r["vs_greenstalk"]), _fmt_ratio(r["vs_python"]), _fmt_ratio(r["vs_raw"], pct=True)))
     lines += ["", "vs raw: single rows against the raw socket client (floor), batch rows against the raw",
               "pipelined client (ceiling, best window). reserve+delete rows count one op per job.", ""]
@@ -653,7 +707,10 @@ def _parser():
     p.add_argument("--quick", action="store_true", help="fewer jobs and repetitions (CI, smoke test)")
     p.add_argument("--ops", type=int, help="jobs per single-command row (stats: a quarter); default 20000, quick 2000")
     p.add_argument("--batch-ops", type=int, help="jobs per batch row (default 10 x --ops)")
-    p.add_argument("--batch", type=int, default=1000, help="jobs per put_many / reserve_many call (default 1000)")
+    p.add_argument("--batch", type=int, default=256,
+                   help="jobs per put_many / reserve_many call, and per batch of the raw pipelined client "
+                        "(default 256; beanstalkd's delete slows down with the number of jobs the connection "
+                        "has reserved, so large reserve batches measure the server)")
     p.add_argument("--repeat", type=int, help="repetitions per measurement, medians reported; default 5, quick 3")
     p.add_argument("--windows", help="raw pipelined window sizes to sweep, comma-separated")
     p.add_argument("--body-size", type=int, default=100, help="job body size in bytes (default 100)")
@@ -693,19 +750,25 @@ def _clients(selected, log):
     return out
 
 
-def _pin(cpu, server_pid, log):
-    """Pin this process (and the server, if its pid is known) to ``cpu``; return a description."""
+def _pin(cpu, server_pid, log, restore):
+    """Pin this process (and the server, if its pid is known) to ``cpu``; return a description.
+
+    Appends (pid, previous CPU set) pairs to ``restore``.
+    """
     if not hasattr(os, "sched_setaffinity"):
         log("note: this platform cannot pin CPUs: running unpinned")
         return "unpinned (no sched_setaffinity)"
     allowed = sorted(os.sched_getaffinity(0))
     if cpu is None:
         cpu = allowed[-1]
+    restore.append((0, os.sched_getaffinity(0)))
     os.sched_setaffinity(0, {cpu})
     what = "client pinned to CPU %d" % cpu
     if server_pid is not None:
         try:
+            previous = os.sched_getaffinity(server_pid)
             os.sched_setaffinity(server_pid, {cpu})
+            restore.append((server_pid, previous))
             what = "client and server pinned to CPU %d" % cpu
         except OSError as err:
             log("note: cannot pin the server (pid %d): %s" % (server_pid, err))
@@ -722,13 +785,7 @@ def _server_pid(host, port):
     try:
         ctl = PipelinedClient(host, port, "default", b"x", 1)
         try:
-            ctl.sock.sendall(b"stats\r\n")
-            data = ctl._line()
-            head, _, rest = data.partition(b"\r\n")
-            size = int(head.split()[1])
-            while len(rest) < size + 2:
-                rest += ctl.sock.recv(RECV)
-            return int(_yaml_load(rest[:size])["pid"])
+            return int(_yaml_load(ctl.yaml_body(b"stats\r\n"))["pid"])
         finally:
             ctl.close()
     except Exception:
@@ -749,25 +806,38 @@ def _yaml_note(host, port, log):
         return "stats() of this server falls back to PyYAML: the built-in parser refuses the line %s" % (err,)
 
 
-def main(argv=None):
-    args = _parser().parse_args(argv)
+def main(argv=None, prog=None):
+    """Run the comparison; ``argv`` defaults to ``sys.argv[1:]``. Returns the exit status."""
+    parser = _parser()
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
     log = lambda msg: (sys.stderr.write(msg + "\n"), sys.stderr.flush())  # noqa: E731
     quick = args.quick
     args.ops = args.ops or (2000 if quick else 20000)
     args.batch_ops = args.batch_ops or args.ops * 10
     args.repeat = args.repeat or (3 if quick else 5)
     windows = [int(w) for w in args.windows.split(",")] if args.windows else \
-        ([64, 256, 1024, 4096] if quick else [16, 64, 256, 1024, 4096])
+        ([32, 128, 512, 2048] if quick else [16, 32, 64, 128, 256, 512, 1024, 2048, 4096])
+    # a window never exceeds a batch
+    windows = sorted({min(w, args.batch) for w in windows if w > 0})
     all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined"]
     selected = set(args.clients.split(",")) if args.clients else set(all_clients)
     args.rows = set(args.rows.split(",")) if args.rows else {r[0] for r in ROWS}
     unknown = (selected - set(all_clients)) | (args.rows - {r[0] for r in ROWS})
     if unknown:
-        _parser().error("unknown client or row: %s" % ", ".join(sorted(unknown)))
+        parser.error("unknown client or row: %s" % ", ".join(sorted(unknown)))
 
+    global _watchdog
+    old_handler = None
     if hasattr(signal, "SIGALRM"):
-        signal.signal(signal.SIGALRM, _on_alarm)
+        try:
+            old_handler = signal.signal(signal.SIGALRM, _on_alarm)
+            _watchdog = True
+        except ValueError:      # not the main thread: no watchdog
+            _watchdog = False
     server = None
+    restore = []
     try:
         if args.host:
             host, port = args.host, args.port
@@ -777,7 +847,7 @@ def main(argv=None):
             server = BeanstalkdServer().start()
             host, port, server_pid = server.host, server.port, server.process.pid
             log("started beanstalkd on %s:%d (pid %d)" % (host, port, server_pid))
-        pinning = "unpinned" if args.no_pin else _pin(args.cpu, server_pid, log)
+        pinning = "unpinned" if args.no_pin else _pin(args.cpu, server_pid, log, restore)
         log(pinning)
 
         clients = _clients(selected, log)
@@ -797,8 +867,16 @@ def main(argv=None):
         elapsed = time.monotonic() - t0
     finally:
         _alarm(0)
+        if _watchdog:
+            signal.signal(signal.SIGALRM, old_handler)
+            _watchdog = False
         if server is not None:
             server.stop()
+        for pid, cpus in restore:
+            try:
+                os.sched_setaffinity(pid, cpus)
+            except OSError:
+                pass
 
     meta = {
         "summary": "Python %s, %s, median of %d, body %d B, batch %d" % (

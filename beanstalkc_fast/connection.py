@@ -77,7 +77,7 @@ class Connection:
     *, encoding='utf-8', socket_timeout=None)`` connects at once.
 
     - ``host`` may be a name, an IPv4 or IPv6 address, or the path of a unix socket
-      (any ``host`` containing ``/``; ``port`` is then ignored).
+      (any ``host`` containing ``/`` or starting with ``unix:``; ``port`` is then ignored).
     - ``parse_yaml``: ``True`` parses stats and tube lists into what ``yaml.safe_load``
       gives; ``False`` returns the raw YAML text; a callable is called with that text.
     - ``encoding``: ``str`` bodies are encoded with it and ``job.body`` is decoded with
@@ -117,7 +117,7 @@ class Connection:
         self.close()
 
     def __repr__(self):
-        if "/" in str(self.host):
+        if "/" in str(self.host) or str(self.host).startswith("unix:"):
             where = "path=%r" % (self.host,)
         else:
             where = "host=%r port=%r" % (self.host, self.port)
@@ -134,7 +134,7 @@ class Connection:
             timeout = socket.getdefaulttimeout()
         host = self.host
         try:
-            if isinstance(host, str) and "/" in host:
+            if isinstance(host, str) and ("/" in host or host.startswith("unix:")):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     sock.settimeout(timeout)
@@ -162,6 +162,11 @@ class Connection:
             try:
                 sock.settimeout(0)
                 sock.send(b"quit\r\n")
+            except Exception:
+                pass
+            try:
+                # wakes a thread blocked in reserve() on this socket (close() alone does not)
+                sock.shutdown(socket.SHUT_RDWR)
             except Exception:
                 pass
             try:
@@ -197,9 +202,11 @@ class Connection:
         """Whether the connection is open (a broken one is closed, never reused)."""
         return self._proto is not None
 
-    def _drop(self):
+    def _drop(self, proto=None):
         # The stream can no longer be trusted: close without sending anything.
-        proto, self._proto = self._proto, None
+        # Given a proto, drop only that one (another thread may have reconnected meanwhile).
+        if proto is None or proto is self._proto:
+            proto, self._proto = self._proto, None
         if proto is not None:
             try:
                 proto.sock.close()
@@ -221,10 +228,10 @@ class Connection:
             try:
                 reply = proto.call(data)
             except OSError as err:
-                self._drop()
+                self._drop(proto)
                 raise SocketError(err) from err
             except BaseException:
-                self._drop()
+                self._drop(proto)
                 raise
             if wait and self._socket_timeout is not None:
                 proto.sock.settimeout(self._socket_timeout)
@@ -435,17 +442,17 @@ class Connection:
             try:
                 bad = getattr(proto, run)(*args)
             except OSError as err:
-                self._drop()
+                self._drop(proto)
                 exc = SocketError(err)
                 exc.results = [outcome(r) for r in results]
                 raise exc from err
             except (SocketError, ProtocolError) as err:
-                self._drop()
+                self._drop(proto)
                 err.results = [outcome(r) for r in results]
                 raise
             except Exception as err:
                 if run == "reserve_many" or isinstance(err, MemoryError):
-                    self._drop()
+                    self._drop(proto)
                     raise
                 # A bad item or the caller's iterator failed before its window was sent; the core
                 # read the replies of the windows sent, so the stream is in sync.
@@ -456,7 +463,7 @@ class Connection:
                     pass
                 raise
             except BaseException:
-                self._drop()
+                self._drop(proto)
                 raise
         if bad:
             raise BatchError([outcome(r) for r in results])

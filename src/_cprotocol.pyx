@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, binding=True
 """Compiled protocol core: the twin of ``beanstalkc_fast._pyprotocol``.
 
 Same names, signatures, results and exceptions as the pure-Python core; the
@@ -396,7 +396,7 @@ cdef class ReplyReader:
                 break
             i += 1
         if eol < 0:
-            if end - pos > self._max_line:
+            if end - pos > self._max_line + 1:          # line and CR here, LF not yet
                 raise ProtocolError("reply line longer than %d bytes" % self._max_line)
             return 0
         if eol - pos > self._max_line:
@@ -660,7 +660,7 @@ cdef class Protocol:
                     self._wwrite(b"\r\n", 2)
                     if n >= C_WINDOW_ITEMS or self._wlen - seg + big >= C_WINDOW_BYTES:
                         break
-            except (InvalidArgument, InvalidType):
+            except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_puts(pending, results)
                 raise
             if not n:
@@ -715,7 +715,7 @@ cdef class Protocol:
                     n += 1
                     if n >= C_WINDOW_ITEMS:
                         break
-            except (InvalidArgument, InvalidType):
+            except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_into(pending, results, okb)
                 raise
             if not n:

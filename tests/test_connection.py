@@ -366,7 +366,8 @@ def test_commands_on_a_job_not_reserved_by_us(conn, make_conn, method):
     assert info.value.args == (method, "NOT_FOUND", [])
     other = make_conn()
     other.watch(conn.using())
-    assert other.reserve(timeout=0).jid == jid
+    other.ignore("default")
+    assert other.reserve_job(jid).jid == jid
     with pytest.raises(CommandFailed):               # reserved by another connection
         getattr(conn, method)(jid)
 
@@ -539,16 +540,15 @@ TRICKY_TUBES = ["123", "0", "0123", "09", "0_1", "1.5", ".5", "1.", "1.0e5", "1.
                 "_x", "e5", "a;b", "(x)", "$x", "x/y", "y", "x.y.z", "1.5.3", "a.b-c", "Yes."]
 
 
-def test_yaml_lookalike_tube_names(make_conn, tube):
+def test_yaml_lookalike_tube_names(make_conn):
     c = make_conn()
-    watched = [name + "" for name in TRICKY_TUBES]
-    for name in watched:
+    for name in TRICKY_TUBES:
         c.watch(name)
     rec = record(c)
     for call in (c.tubes, c.watching):
         result = call()
         assert result == yaml.safe_load(rec.replies[-1][2])
-    for name in watched:
+    for name in TRICKY_TUBES:
         s = c.stats_tube(name)
         assert s == yaml.safe_load(rec.replies[-1][2])
         assert s["name"] == yaml.safe_load(name)
@@ -659,6 +659,7 @@ def test_job_priority_none_keeps_priority_without_yaml_parsing(make_conn, tube):
         c = make_conn(parse_yaml=mode)
         c.use(tube)
         c.watch(tube)
+        c.ignore("default")
         jid = c.put("x", priority=42)
         c.reserve(timeout=0).release()
         c.reserve(timeout=0).bury()
@@ -740,6 +741,7 @@ def test_encoding_none_gives_bytes(make_conn, tube):
     c = make_conn(encoding=None)
     c.use(tube)
     c.watch(tube)
+    c.ignore("default")
     jid = c.put(b"\xff\x00")
     job = c.reserve(timeout=0)
     assert job.body == b"\xff\x00" and type(job.body) is bytes
@@ -867,6 +869,14 @@ def test_unix_socket(impl, monkeypatch, unix_server, prefix):
         assert c.using() == "u"
 
 
+def test_unix_socket_relative_path(impl, monkeypatch, unix_server):
+    monkeypatch.setattr(Connection, "_core", impl)
+    monkeypatch.chdir(os.path.dirname(unix_server))
+    with Connection("unix:" + os.path.basename(unix_server)) as c:
+        assert c.using() == "default"
+        assert "path=" in repr(c)
+
+
 def ipv6_loopback_port():
     if not socket.has_ipv6:
         pytest.skip("no IPv6 support in Python")
@@ -958,7 +968,7 @@ def test_tcp_nodelay(make_conn):
 def test_with_statement_closes(beanstalkd, make_conn):
     make_conn()     # sets the core under test
     with Connection(beanstalkd.host, beanstalkd.port) as c:
-        assert c.put("x") > 0
+        c.delete(c.put("x"))
     assert not c.connected
     with pytest.raises(SocketError):
         c.put("y")
@@ -969,7 +979,8 @@ def test_repr(make_conn, beanstalkd):
     text = repr(c)
     assert "beanstalkc_fast" in text
     assert beanstalkd.host in text and str(beanstalkd.port) in text
-    assert repr(c._core.__name__.endswith("_pyprotocol") and "python" or "cython") in text
+    backend = "python" if c._core.__name__.endswith("_pyprotocol") else "cython"
+    assert "backend=%r" % backend in text
     c.close()
     assert "beanstalkc_fast" in repr(c)
 
@@ -986,6 +997,61 @@ def test_close_twice_and_reconnect(make_conn, tube):
     c.use(tube)
     c.reconnect()
     assert c.using() == tube
+
+
+class HeldFailure:
+    """Stands in for a connection's protocol object; holds back a failing call until ``release`` is set."""
+
+    def __init__(self, proto):
+        self.proto = proto
+        self.sock = proto.sock
+        self.release = threading.Event()
+
+    def call(self, data):
+        try:
+            return self.proto.call(data)
+        except BaseException:
+            self.release.wait(10)
+            raise
+
+
+def test_close_from_another_thread_wakes_a_blocked_reserve(make_conn, tube):
+    c = make_conn()
+    c.use(tube)
+    c.watch(tube)
+    c.ignore("default")
+    observer = make_conn()
+    held = c._proto = HeldFailure(c._proto)
+    out = []
+
+    def consume():
+        try:
+            out.append(c.reserve())
+        except BaseException as err:
+            out.append(err)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while observer.stats_tube(tube)["current-waiting"] == 0:
+        assert time.monotonic() < deadline, "reserve never started waiting"
+        time.sleep(0.01)
+    c.close()
+
+    def connect_then_let_the_old_call_fail():
+        Connection.connect(c)
+        held.release.set()
+
+    # The woken reserve fails only after reconnect() opened the new socket: it must drop
+    # its own, old socket, not the new one.
+    c.connect = connect_then_let_the_old_call_fail
+    c.reconnect()
+    thread.join(10)
+    assert not thread.is_alive(), "close() did not wake the blocked reserve"
+    assert len(out) == 1 and isinstance(out[0], SocketError)
+    assert c.connected
+    assert c.using() == tube
+    assert c.watching() == [tube]
 
 
 def test_reconnect_restores_tubes(conn, tube):

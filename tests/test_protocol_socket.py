@@ -1,0 +1,277 @@
+"""Protocol over socket.socketpair(): short reads, EOF, timeouts, and batches against a scripted peer.
+
+Only for what a real beanstalkd never does (one byte per segment, closing mid-reply, odd replies).
+"""
+import socket
+import threading
+import time
+
+import pytest
+
+from beanstalkc_fast import InvalidArgument, InvalidType, ProtocolError, SocketError
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    a.settimeout(10)
+    b.settimeout(10)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def peer(target, *args):
+    t = threading.Thread(target=target, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def drip(sock, data, pause=0.0005):
+    for i in range(len(data)):
+        sock.sendall(data[i:i + 1])
+        time.sleep(pause)
+
+
+def read_commands(sock, n):
+    """Read n commands (a put's body included) from a client; return their raw bytes."""
+    buf = b""
+    out = []
+    while len(out) < n:
+        while b"\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        line, _, rest = buf.partition(b"\r\n")
+        size = 0
+        if line.startswith(b"put "):
+            size = int(line.split()[-1]) + 2
+        while len(rest) < size:
+            rest += sock.recv(65536)
+        out.append(line + b"\r\n" + rest[:size])
+        buf = rest[size:]
+    return out
+
+
+def test_short_reads(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a)
+    t = peer(drip, b, b"RESERVED 12 12\r\nhello\r\nworld\r\nINSERTED 13\r\n")
+    assert proto.read_reply() == (b"RESERVED", (b"12", b"12"), b"hello\r\nworld")
+    assert proto.read_reply() == (b"INSERTED", (b"13",), None)
+    t.join()
+
+
+def test_call_sends_and_reads(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a)
+    assert proto.sock is a
+    b.sendall(b"USING x\r\n")
+    assert proto.call(b"use x\r\n") == (b"USING", (b"x",), None)
+    assert b.recv(100) == b"use x\r\n"
+    proto.send(b"stats\r\n")
+    assert b.recv(100) == b"stats\r\n"
+
+
+def test_big_body_in_small_pieces(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a, read_size=1000)
+    body = bytes(range(256)) * 4096     # 1 MB: larger than any initial buffer
+    data = b"FOUND 1 %d\r\n%s\r\nDELETED\r\n" % (len(body), body)
+    t = peer(lambda: [b.sendall(data[i:i + 7777]) for i in range(0, len(data), 7777)])
+    assert proto.read_reply() == (b"FOUND", (b"1", b"%d" % len(body)), body)
+    assert proto.read_reply() == (b"DELETED", (), None)
+    t.join()
+
+
+@pytest.mark.parametrize("sent", [b"", b"RESERVED 1 10\r\nabc", b"INSERT"])
+def test_eof_mid_reply_raises_socket_error(impl, pair, sent):
+    a, b = pair
+    proto = impl.Protocol(a)
+    b.sendall(sent)
+    b.shutdown(socket.SHUT_WR)
+    with pytest.raises(SocketError):
+        proto.read_reply()
+
+
+def test_timeout_mid_reply_propagates_and_resumes(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a)
+    a.settimeout(0.2)
+    b.sendall(b"RESERVED 5 10\r\nhello")
+    with pytest.raises(socket.timeout):
+        proto.read_reply()
+    b.sendall(b"world\r\n")
+    assert proto.read_reply() == (b"RESERVED", (b"5", b"10"), b"helloworld")
+
+
+def test_oserror_propagates_unchanged(impl):
+    class Broken:
+        def sendall(self, data):
+            pass
+
+        def recv(self, n):
+            raise ConnectionResetError(104, "reset")
+
+        recv_into = recv
+
+    proto = impl.Protocol(Broken())
+    with pytest.raises(ConnectionResetError):
+        proto.call(b"stats\r\n")
+
+
+def test_protocol_error_on_garbage(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a)
+    b.sendall(b"OK abc\r\n")
+    with pytest.raises(ProtocolError):
+        proto.read_reply()
+
+
+def test_put_many_wire_bytes(impl, pair):
+    # Small and big bodies, tuples with per-item arguments: the bytes sent are exactly
+    # the encode_put of each item, and odd replies come back as failed entries.
+    a, b = pair
+    proto = impl.Protocol(a)
+    items = [b"a", "h\u00e9", (b"x" * 70000, 7), (bytearray(b"ba"), 1, 2, 3), b""] + [b"q"] * 5
+    expected = [impl.encode_put(impl.check_body(b, "utf-8"), *(list(args) + [2 ** 31, 0, 120][len(args):]))
+                for b, *args in [(i,) if not isinstance(i, tuple) else i for i in items]]
+    replies = [b"INSERTED 1\r\n", b"INSERTED 2\r\n", b"JOB_TOO_BIG\r\n", b"INSERTED abc\r\n", b"BURIED 5\r\n"] + \
+        [b"INSERTED %d\r\n" % i for i in range(6, 11)]
+    got = []
+
+    def serve():
+        got.extend(read_commands(b, len(items)))
+        b.sendall(b"".join(replies))
+
+    t = peer(serve)
+    results = []
+    bad = proto.put_many(items, 2 ** 31, 0, 120, "utf-8", results)
+    t.join()
+    assert got == expected
+    assert bad == 3
+    assert results == [1, 2, (b"JOB_TOO_BIG", (), None), (b"INSERTED", (b"abc",), None),
+                       (b"BURIED", (b"5",), None), 6, 7, 8, 9, 10]
+
+
+def test_put_many_sequence_validated_first(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a)
+    results = []
+    with pytest.raises(InvalidType, match="item 2"):
+        proto.put_many([b"a", b"b", 3.5], 0, 0, 60, "utf-8", results)
+    with pytest.raises(InvalidArgument, match="item 1"):
+        proto.put_many([b"a", (b"b", 2 ** 32)], 0, 0, 60, "utf-8", results)
+    with pytest.raises(InvalidArgument, match="item 0"):
+        proto.put_many([()], 0, 0, 60, "utf-8", results)
+    assert results == []
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(10)      # nothing was sent
+
+
+def test_put_many_iterator_window_by_window(impl, pair):
+    # An iterator is validated window by window: the first window (1024 items) is sent and
+    # its replies are read before the bad item's error is raised.
+    a, b = pair
+    proto = impl.Protocol(a)
+
+    def serve():
+        cmds = read_commands(b, 1024)
+        b.sendall(b"".join(b"INSERTED %d\r\n" % i for i in range(len(cmds))))
+
+    t = peer(serve)
+    results = []
+    gen = (b"x" if i != 1100 else None for i in range(2000))
+    with pytest.raises(InvalidType, match="item 1100"):
+        proto.put_many(gen, 0, 0, 60, "utf-8", results)
+    t.join()
+    assert results == list(range(1024))
+
+
+def test_jobs_many_wire_bytes(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a)
+
+    class J:
+        jid = 7
+
+    cases = [(b"delete %d\r\n", (), [1, J(), 2 ** 64 - 1], [b"delete 1\r\n", b"delete 7\r\n",
+                                                            b"delete 18446744073709551615\r\n"]),
+             (b"release %d %d %d\r\n", (5, 0), [3], [b"release 3 5 0\r\n"]),
+             (b"x%%y %d\r\n", (), [4], [b"x%y 4\r\n"])]
+    for template, args, items, wire in cases:
+        t = peer(lambda: b.sendall(b"".join(b"OK_%d\r\n" % i for i in range(len(read_commands(b, len(items)))))))
+        results = []
+        assert proto.jobs_many(items, template, args, b"OK_0", results) == len(items) - 1
+        t.join()
+        assert results[0] is None and results[1:] == [(b"OK_%d" % i, (), None) for i in range(1, len(items))]
+    # wire bytes
+    for template, args, items, wire in cases:
+        got = []
+        t = peer(lambda: (got.extend(read_commands(b, len(items))), b.sendall(b"DELETED\r\n" * len(items))))
+        assert proto.jobs_many(iter(items), template, args, b"DELETED", []) == 0
+        t.join()
+        assert got == wire
+
+
+def test_jobs_many_rejects_bad_ids(impl, pair):
+    a, b = pair
+    proto = impl.Protocol(a)
+    with pytest.raises(InvalidArgument, match="item 1"):
+        proto.jobs_many([1, -1], b"delete %d\r\n", (), b"DELETED", [])
+    with pytest.raises(InvalidType, match="item 0"):
+        proto.jobs_many(["1"], b"delete %d\r\n", (), b"DELETED", [])
+
+
+@pytest.mark.parametrize("n,script,appended,bad", [
+    (3, [b"TIMED_OUT\r\n"], 0, 0),
+    (3, [b"DEADLINE_SOON\r\n"], 1, 1),
+    (1, [b"RESERVED 1 1\r\na\r\n"], 1, 0),
+    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nTIMED_OUT\r\n"], 2, 0),
+    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nDEADLINE_SOON\r\n"], 3, 1),
+    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nRESERVED 3 1\r\nc\r\n"], 3, 0),
+])
+def test_reserve_many_scripted(impl, pair, n, script, appended, bad):
+    a, b = pair
+    proto = impl.Protocol(a)
+
+    def serve():
+        for i, reply in enumerate(script):
+            read_commands(b, 1 if i == 0 else n - 1)
+            b.sendall(reply)
+
+    t = peer(serve)
+    results = []
+    assert proto.reserve_many(n, b"reserve-with-timeout 0\r\n", results) == bad
+    t.join()
+    assert len(results) == appended
+    assert all(r[0] == b"RESERVED" for r in results[:appended - bad])
+
+
+def test_gevent_style_socket_object(impl, pair):
+    # The core only calls the socket object's Python methods: a wrapper sees every call.
+    a, b = pair
+    calls = []
+
+    class Wrapper:
+        def __init__(self, sock):
+            self._sock = sock
+
+        def sendall(self, data):
+            calls.append("sendall")
+            return self._sock.sendall(data)
+
+        def recv(self, n):
+            calls.append("recv")
+            return self._sock.recv(n)
+
+        def recv_into(self, buf, n=0):
+            calls.append("recv_into")
+            return self._sock.recv_into(buf, n)
+
+    proto = impl.Protocol(Wrapper(a))
+    b.sendall(b"DELETED\r\n")
+    assert proto.call(b"delete 1\r\n") == (b"DELETED", (), None)
+    assert calls[0] == "sendall" and calls[1] in ("recv", "recv_into")
