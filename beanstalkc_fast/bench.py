@@ -343,6 +343,8 @@ class PipelinedClient(_RawBase):
             lines = data.count(b"\n")
             seen += lines
             tail = len(data) - data.rindex(b"\n") - 1 if lines else tail + len(data)
+        if lowat:
+            setopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
         self._tail = tail
         return seen
 

@@ -159,16 +159,22 @@ class Connection:
         proto, self._proto = self._proto, None
         if proto is not None:
             sock = proto.sock
+            if not self._lock.acquire(False):
+                # Another thread is inside a command: "quit" could land in the middle of its
+                # bytes. Only shut the socket down: that wakes the thread (close() alone does
+                # not), its command fails with SocketError and it closes the socket itself.
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except Exception:
+                    pass
+                return
             try:
                 sock.settimeout(0)
                 sock.send(b"quit\r\n")
             except Exception:
                 pass
-            try:
-                # wakes a thread blocked in reserve() on this socket (close() alone does not)
-                sock.shutdown(socket.SHUT_RDWR)
-            except Exception:
-                pass
+            finally:
+                self._lock.release()
             try:
                 sock.close()
             except Exception:
@@ -428,19 +434,25 @@ class Connection:
 
     # -- batches --
 
-    def _batch(self, cmd, run, outcome, results, *args):
+    def _batch(self, cmd, run, outcome, results, *args, wait=None):
         """Run a pipelined core batch; map every entry of ``results`` to its outcome.
 
         Raises BatchError when an item failed, and attaches the confirmed outcomes as
         ``.results`` to an error of the items (a bad item, or the iterator's own exception:
         the connection stays usable) or to a transport error (a prefix; the connection is closed).
+        ``wait``: seconds the first command may block on the server, on top of ``socket_timeout``.
         """
         with self._lock:
             proto = self._proto
             if proto is None:
                 raise SocketError("connection is closed; call reconnect()")
+            timed = wait is not None and self._socket_timeout is not None
+            if timed:
+                proto.sock.settimeout(wait + self._socket_timeout)
             try:
                 bad = getattr(proto, run)(*args)
+                if timed:
+                    proto.sock.settimeout(self._socket_timeout)
             except OSError as err:
                 self._drop(proto)
                 exc = SocketError(err)
@@ -538,12 +550,8 @@ class Connection:
             return _error("reserve-with-timeout", reply)
 
         first = b"reserve-with-timeout %d\r\n" % seconds
-        sock_timeout = self._socket_timeout
-        proto = self._proto
-        if sock_timeout is not None and proto is not None:
-            proto.sock.settimeout(seconds + sock_timeout)
         try:
-            self._batch("reserve", "reserve_many", outcome, results, n, first, results)
+            self._batch("reserve", "reserve_many", outcome, results, n, first, results, wait=seconds)
         except BatchError as err:
             jobs = [r for r in err.results if isinstance(r, Job)]
             if all(isinstance(r, (Job, DeadlineSoon)) for r in err.results):
@@ -551,9 +559,6 @@ class Connection:
                     raise DeadlineSoon([]) from None
                 return jobs
             raise
-        finally:
-            if sock_timeout is not None and self._proto is not None:
-                self._proto.sock.settimeout(sock_timeout)
         jobs = [outcome(r) for r in results]
         if not all(isinstance(j, Job) for j in jobs):
             raise BatchError(jobs)      # a RESERVED line with an unreadable job id

@@ -296,6 +296,27 @@ def test_huge_line_is_rejected_with_bounded_memory(fake, newline):
     assert_dead(c)
 
 
+@pytest.mark.parametrize("line", [
+    b"OK 999999999999999999\r\n",               # 18 digits: the largest size the reader accepts
+    b"RESERVED 1 99999999999999999\r\nabc",
+    b"FOUND 1 4294967296\r\nabc",
+])
+def test_absurd_announced_body_size(fake, impl, line):
+    c = fake(reply(close_after(line)))
+    tracemalloc.start()
+    try:
+        err, _, took = timed(c.peek if line.startswith(b"FOUND") else c.reserve_job, 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    if impl.__name__.endswith("_cprotocol") and (isinstance(err, MemoryError) or peak >= 64 * 1024 * 1024):
+        pytest.xfail("compiled core reserves the announced body size before any byte arrives")
+    assert isinstance(err, (SocketError, UnexpectedResponse)), repr(err)
+    assert took < GUARD
+    assert peak < 64 * 1024 * 1024, peak     # nothing close to the announced size is committed
+    assert_dead(c)
+
+
 # -- slow, reset and silent peers -----------------------------------------------------------
 
 def test_reply_dribbled_one_byte_per_packet(fake):

@@ -13,8 +13,7 @@ import time
 import pytest
 
 import beanstalkc_fast
-from beanstalkc_fast import (BatchError, CommandFailed, DeadlineSoon, InvalidType, SocketError,
-                             UnexpectedResponse)
+from beanstalkc_fast import BatchError, CommandFailed, DeadlineSoon, InvalidType, SocketError
 from beanstalkc_fast.testing import BeanstalkdNotFound, BeanstalkdServer
 
 GUARD = 15.0     # seconds: a call still blocked after this counts as a hang
@@ -89,10 +88,14 @@ def assert_dead(conn):
 
 # -- SIGKILL --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("timeout", [None, 60])
-def test_kill_during_blocking_reserve(server, connect, timeout):
+@pytest.mark.parametrize("call", [
+    lambda c: c.reserve(),
+    lambda c: c.reserve(timeout=60),
+    lambda c: c.reserve_many(10, timeout=60),
+], ids=["reserve", "reserve-with-timeout", "reserve_many"])
+def test_kill_during_blocking_reserve(server, connect, call):
     c = connect(server, socket_timeout=5.0)
-    wait = in_thread(c.reserve, timeout)
+    wait = in_thread(call, c)
     time.sleep(0.3)                   # let it block in the server
     server.stop(kill=True)
     err, _, took = wait()
@@ -247,6 +250,7 @@ def test_connect_refused(impl, monkeypatch, server):
     lambda c: c.peek_ready(),
     lambda c: c.delete(1),
     lambda c: c.put_many([b"x"] * 10),
+    lambda c: c.put_many([b"x" * 60000] * 1000),     # blocks in sendall: a partial write
     lambda c: c.delete_many([1, 2, 3]),
 ])
 def test_frozen_server_hits_socket_timeout(server, connect, call):
@@ -499,14 +503,3 @@ def test_bad_item_in_a_generator_after_windows_were_sent(make_conn, tube):
     assert c.connected
     # Exactly the reported jobs went in: nothing dropped, nothing duplicated.
     assert c.stats_tube(tube)["current-jobs-ready"] == len(sent)
-
-
-def test_unexpected_reply_from_real_server_is_unexpected_response(make_conn):
-    c = make_conn()
-    # A command beanstalkd does not know, sent through the private path: its reply is
-    # well framed, so it must be UnexpectedResponse and the connection must survive.
-    reply = c._call(b"no-such-command\r\n")
-    assert reply[0] == b"UNKNOWN_COMMAND"
-    assert c.connected and isinstance(c.stats(), dict)
-    with pytest.raises(UnexpectedResponse):
-        raise beanstalkc_fast.connection._error("stats", reply)
