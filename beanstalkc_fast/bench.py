@@ -7,13 +7,15 @@ It starts its own beanstalkd on a free loopback port (unless ``--host``/``--port
 given) and pins itself and the server to one CPU: on small machines a cross-CPU round
 trip costs more than a client's own work and hides every difference.
 
-Rows: single put, single reserve+delete, ``stats()``, ``put_many`` and
-``reserve_many`` + ``delete_many``. Clients: beanstalkc_fast with the compiled and
-the pure-Python core, greenstalk, beanstalkc3, pystalk, a minimal raw-socket client
-(the floor for single commands) and a raw pipelined client (the ceiling for batches,
-best window of a sweep, in batches of the same size). Every (row, client) is run ``--repeat`` times,
-interleaved, on a fresh tube; the table reports medians, ratios, and the client
-process's CPU time per job. Peers without batches get only the single rows.
+Rows: single put, single reserve+delete, ``stats()``, ``put_many`` and ``reserve_many``
++ ``delete_many``. Clients: beanstalkc_fast with the compiled and the pure-Python core,
+greenstalk, beanstalkc3, pystalk (single rows only: they have no batches), a minimal
+raw-socket client (the floor for single commands) and a raw pipelined client (the
+ceiling for batches: same batch size, best window of a sweep). Every (row, client) runs
+``--repeat`` times, interleaved, each on a fresh tube; the table reports medians, ratios,
+the client's CPU per job (user+system of this process, as ``os.times()`` but at ns
+resolution) and the server's (its own rusage), plus import times in fresh interpreters.
+Every client runs in its fastest documented mode: bytes bodies, no decoding.
 """
 import argparse
 import gc
@@ -43,6 +45,14 @@ COLORS = {
     "beanstalkc_fast[cython]": "#1b7837", "beanstalkc_fast[python]": "#a6dba0", "greenstalk": "#2166ac",
     "beanstalkc3": "#f4a582", "pystalk": "#9970ab", "raw socket": "#878787", "raw pipelined": "#252525",
 }
+
+
+def _parse(body):
+    # The harness's own YAML needs: no PyYAML required.
+    try:
+        return _pyprotocol.parse_yaml(body)
+    except ValueError:
+        return _yaml_load(body)
 
 
 def _yaml_load(text):
@@ -222,7 +232,6 @@ class _RawBase:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.tube = tube.encode("ascii")
         self.put_cmd = b"put 0 0 120 %d\r\n%s\r\n" % (len(body), body)
-        self.body_size = len(body)
         self.window = window
         self.batch = batch
         for cmd in (b"use %s\r\n" % self.tube, b"watch %s\r\n" % self.tube, b"ignore default\r\n"):
@@ -258,7 +267,7 @@ class _RawBase:
         return sum(float(v) for v in _RUSAGE_RE.findall(self.yaml_body(b"stats\r\n")))
 
     def stats_tube(self):
-        return _yaml_load(self.yaml_body(b"stats-tube %s\r\n" % self.tube))
+        return _parse(self.yaml_body(b"stats-tube %s\r\n" % self.tube))
 
 
 class RawClient(_RawBase):
@@ -316,48 +325,31 @@ _RESERVED_RE = re.compile(rb"RESERVED ([0-9]+) [0-9]+\r\n[^\n]*\n")
 class PipelinedClient(_RawBase):
     """The ceiling for batches: batches of ``batch`` jobs like the library's, but with
     ``window`` commands per sendall, replies counted rather than parsed, and the deletes
-    made from the reserve replies by one regex substitution.
-
-    With ``lowat`` it sets SO_RCVLOWAT to a lower bound of the bytes still to come, so
-    that on one CPU the kernel does not wake it (and preempt the server) at every reply.
-    """
+    made from the reserve replies by one regex substitution."""
 
     rows = ("put_many", "reserve_delete_many")
-    lowat = hasattr(socket, "SO_RCVLOWAT")
 
-    def _wait(self, seen, need, minlen, keep=None):
-        """Receive until ``need`` lines were seen (``minlen``: fewest bytes per line to come)."""
-        sock = self.sock
-        recv, setopt = sock.recv, sock.setsockopt
-        tail = self._tail       # bytes received after the last newline
-        lowat = self.lowat
+    def _wait(self, seen, need, keep=None):
+        """Receive until ``need`` reply lines were seen in all."""
+        recv = self.sock.recv
         while seen < need:
-            if lowat:
-                low = (need - seen) * minlen - tail
-                setopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low if low > 1 else 1)
             data = recv(RECV)
             if not data:
                 raise ConnectionError("connection closed by the server")
             if keep is not None:
                 keep.append(data)
-            lines = data.count(b"\n")
-            seen += lines
-            tail = len(data) - data.rindex(b"\n") - 1 if lines else tail + len(data)
-        if lowat:
-            setopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-        self._tail = tail
+            seen += data.count(b"\n")
         return seen
 
-    def _pipeline(self, chunks, minlen):
+    def _pipeline(self, chunks):
         """Send (data, commands) chunks, each before reading the previous one's replies."""
         sendall, wait = self.sock.sendall, self._wait
-        self._tail = 0
         seen = need = 0
         for data, k in chunks:
             sendall(data)
-            seen = wait(seen, need, minlen)
+            seen = wait(seen, need)
             need += k
-        wait(seen, need, minlen)
+        wait(seen, need)
 
     def _windows(self, n, cmd):
         w = self.window
@@ -371,34 +363,44 @@ class PipelinedClient(_RawBase):
         batch, pipeline, windows, cmd = self.batch, self._pipeline, self._windows, self.put_cmd
         while n > 0:
             b = batch if n >= batch else n
-            pipeline(windows(b, cmd), len(b"INSERTED 1\r\n"))
+            pipeline(windows(b, cmd))
             n -= b
 
     def reserve_delete_many(self, n):
         # Per batch: reserve it all (a window at a time), then delete it all, as the library does.
-        batch, windows, sendall, wait, pipeline = self.batch, self._windows, self.sock.sendall, self._wait, self._pipeline
+        batch, windows, sendall, wait = self.batch, self._windows, self.sock.sendall, self._wait
         sub = _RESERVED_RE.subn
-        minlen = (len(b"RESERVED 1 %d\r\n" % self.body_size) + self.body_size + 2) // 2
         while n > 0:
             b = batch if n >= batch else n
             deletes = []
             for data, k in windows(b, b"reserve-with-timeout 0\r\n"):
                 sendall(data)
                 chunks = []
-                self._tail = 0
-                wait(0, 2 * k, minlen, chunks)
+                wait(0, 2 * k, chunks)
                 data, found = sub(rb"delete \1\r\n", b"".join(chunks))
                 if found != k:
                     raise RuntimeError("expected %d RESERVED replies, got %d" % (k, found))
                 deletes.append((data, k))
-            pipeline(deletes, len(b"DELETED\r\n"))
+            self._pipeline(deletes)
             n -= b
 
 
 # -- harness ------------------------------------------------------------------------
 
+def _switches(pid):
+    """Context switches of a local process so far (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return sum(int(line.split(":")[1]) for line in f if "ctxt_switches:" in line)
+    except (OSError, ValueError):
+        return None
+
+
 class Bench:
-    def __init__(self, args, host, port, out=sys.stderr):
+    def __init__(self, args, host, port, server_pid=None, out=sys.stderr):
+        self.server_pid = server_pid
         self.args = args
         self.host = host
         self.port = port
@@ -418,7 +420,8 @@ class Bench:
         return PipelinedClient(self.host, self.port, tube, self.body, 256, window=256)
 
     def measure(self, make, row, n):
-        """Run ``row`` of n jobs on a fresh tube; return (seconds, client CPU seconds)."""
+        """Run ``row`` of n jobs on a fresh tube; return (seconds, client CPU seconds,
+        server CPU seconds, server context switches or None)."""
         tube = self.tube()
         ctl = self.control(tube)
         try:
@@ -428,6 +431,7 @@ class Bench:
             try:
                 gc.collect()
                 server0 = ctl.server_cpu()
+                switches0 = _switches(self.server_pid)
                 _alarm(self.args.timeout)
                 cpu0 = time.process_time()
                 t0 = time.perf_counter()
@@ -435,13 +439,15 @@ class Bench:
                 t1 = time.perf_counter()
                 cpu1 = time.process_time()
                 _alarm(0)
+                switches1 = _switches(self.server_pid)
                 server1 = ctl.server_cpu()
             finally:
                 client.close()
             self.check(ctl, row, n)
         finally:
             ctl.close()
-        return t1 - t0, cpu1 - cpu0, server1 - server0
+        switches = switches1 - switches0 if switches0 is not None and switches1 is not None else None
+        return t1 - t0, cpu1 - cpu0, server1 - server0, switches
 
     def check(self, ctl, row, n):
         """Make sure the client did the work (untimed), and leave the tube empty."""
@@ -486,6 +492,9 @@ class Bench:
                          "server_cpu_us_per_op": server_cpu / n * 1e6, "best_ops_per_s": n / min(r[0] for r in runs),
                          "samples_s": [r[0] for r in runs], "cpu_samples_s": [r[1] for r in runs],
                          "server_cpu_samples_s": [r[2] for r in runs]}
+                if all(r[3] is not None for r in runs):
+                    # the server's context switches: one per reply means client and server ping-pong
+                    entry["server_switches_per_op"] = statistics.median(r[3] for r in runs) / n
                 if variant is not None:
                     entry["window"] = variant
                 if name not in best or entry["ops_per_s"] > best[name]["ops_per_s"]:
@@ -588,17 +597,20 @@ def _fmt_ratio(x, pct=False):
 
 def markdown(results, imports, meta):
     lines = ["Benchmark: %s" % meta["summary"], "",
-             "| row | client | ops/s | us/op | client CPU us/op | server CPU us/op | vs greenstalk | vs python "
-             "| vs raw |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| row | client | ops/s | us/op | client CPU us/op | server CPU us/op | server switches/op "
+             "| vs greenstalk | vs python | vs raw |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         client = r["client"] + (" (w=%d)" % r["window"] if "window" in r else "")
-        lines.append("| %s | %s | %s | %.2f | %.2f | %.2f | %s | %s | %s |" % (
+        switches = r.get("server_switches_per_op")
+        lines.append("| %s | %s | %s | %.2f | %.2f | %.2f | %s | %s | %s | %s |" % (
             r["label"], client, "{:,.0f}".format(r["ops_per_s"]), r["us_per_op"], r["cpu_us_per_op"],
-            r["server_cpu_us_per_op"],
+            r["server_cpu_us_per_op"], "-" if switches is None else "%.2f" % switches,
             _fmt_ratio(r["vs_greenstalk"]), _fmt_ratio(r["vs_python"]), _fmt_ratio(r["vs_raw"], pct=True)))
     lines += ["", "vs raw: single rows against the raw socket client (floor), batch rows against the raw",
-              "pipelined client (ceiling, best window). reserve+delete rows count one op per job.", ""]
+              "pipelined client (ceiling, best window). reserve+delete rows count one op per job.",
+              "Server CPU is beanstalkd's rusage; server switches/op are its context switches (Linux): on one",
+              "CPU a client that wakes at every reply of a batch preempts the server and costs it CPU.", ""]
     if imports:
         lines += ["| import | ms (median) | imports yaml | backend |", "|---|---:|---|---|"]
         for i in imports:
@@ -787,14 +799,14 @@ def _server_pid(host, port):
     try:
         ctl = PipelinedClient(host, port, "default", b"x", 1)
         try:
-            return int(_yaml_load(ctl.yaml_body(b"stats\r\n"))["pid"])
+            return int(_parse(ctl.yaml_body(b"stats\r\n"))["pid"])
         finally:
             ctl.close()
     except Exception:
         return None
 
 
-def _yaml_note(host, port, log):
+def _yaml_note(host, port):
     """Tell whether the built-in parser handles this server's stats or falls back to PyYAML."""
     c = beanstalkc_fast.Connection(host, port, parse_yaml=False, encoding=None)
     try:
@@ -829,6 +841,8 @@ def main(argv=None, prog=None):
     unknown = (selected - set(all_clients)) | (args.rows - {r[0] for r in ROWS})
     if unknown:
         parser.error("unknown client or row: %s" % ", ".join(sorted(unknown)))
+    if min(args.ops, args.batch_ops, args.batch, args.repeat, args.body_size) < 1:
+        parser.error("--ops, --batch-ops, --batch, --repeat and --body-size must be positive")
 
     global _watchdog
     old_handler = None
@@ -858,13 +872,13 @@ def main(argv=None, prog=None):
         if "pipelined" in selected:
             clients.append(("raw pipelined", PipelinedClient, windows))
         notes = []
-        note = _yaml_note(host, port, log)
+        note = _yaml_note(host, port)
         if note:
             notes.append(note)
             log("note: " + note)
 
         t0 = time.monotonic()
-        results = Bench(args, host, port).run(clients)
+        results = Bench(args, host, port, server_pid).run(clients)
         imports = [] if args.no_import else import_times(5 if quick else 10, log)
         elapsed = time.monotonic() - t0
     finally:

@@ -332,6 +332,24 @@ def test_reply_dribbled_one_byte_per_packet(fake):
     assert c.connected
 
 
+def test_batch_replies_dribbled(fake):
+    def script(peer):
+        for _ in range(3):
+            peer.read_command()
+        peer.dribble(b"INSERTED 1\r\nINSERTED 2\r\nJOB_TOO_BIG\r\n")
+        peer.read_command()
+        peer.dribble(b"RESERVED 5 2\r\nhi\r\n")
+        peer.read_command()              # reserve_many pipelines one more, without waiting
+        peer.dribble(b"TIMED_OUT\r\n")
+        peer.hang()
+    c = fake(script)
+    with pytest.raises(beanstalkc_fast.BatchError) as info:
+        c.put_many([b"a", b"b", b"c"])
+    assert info.value.results[:2] == [1, 2] and isinstance(info.value.results[2], beanstalkc_fast.CommandFailed)
+    assert [(j.jid, j.body) for j in c.reserve_many(2)] == [(5, "hi")]
+    assert c.connected
+
+
 def test_reset_in_the_middle_of_a_reply(fake):
     def action(peer):
         peer.send(b"RESERVED 1 100\r\nabc")
@@ -392,6 +410,47 @@ def test_reply_after_the_timeout_is_never_read_as_the_next_reply(fake):
     with pytest.raises(SocketError):
         c.put(b"x")
     assert_dead(c)
+
+
+def test_reconnect_that_fails_while_restoring_tubes_keeps_them(fake):
+    seen = []
+    count = [0]
+
+    def script(peer):
+        count[0] += 1
+        n = count[0]
+        while True:
+            line = peer.read_command()
+            if line is None or line == b"quit":
+                return
+            seen.append((n, line))
+            if n == 2:
+                return                  # the second connection dies during the restore
+            word, _, arg = line.partition(b" ")
+            if word == b"use":
+                peer.send(b"USING %s\r\n" % arg)
+            elif word == b"watch":
+                peer.send(b"WATCHING 2\r\n")
+            elif word == b"ignore":
+                peer.send(b"WATCHING 1\r\n")
+            else:
+                peer.send(b"OK 9\r\n---\na: 1\n\r\n")
+            if n == 1 and word == b"stats":
+                peer.reset()            # the first connection breaks after one stats
+
+    c = fake(script)
+    c.use("tu")
+    c.watch("a")
+    c.ignore("default")
+    assert c.stats() == {"a": 1}
+    with pytest.raises(SocketError):
+        c.stats()
+    with pytest.raises(SocketError):
+        c.reconnect()
+    assert c.connected is False
+    c.reconnect()
+    assert c.connected
+    assert [line for n, line in seen if n == 3] == [b"use tu", b"watch a", b"ignore default"]
 
 
 # -- batches against broken peers -------------------------------------------------------------

@@ -17,6 +17,9 @@ from beanstalkc_fast import CommandFailed
 from beanstalkc_fast.testing import BeanstalkdNotFound, BeanstalkdServer
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# Everything but the tracer's own bookkeeping and other threads' machinery.
+OURS = [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "*threading.py"),
+        tracemalloc.Filter(False, "*/_pytest/*"), tracemalloc.Filter(False, "*/hypothesis/*")]
 BODIES = [b"soak-%d-" % i + b"b" * (i * 37 % 700) for i in range(64)]
 
 
@@ -68,14 +71,15 @@ def measure(conn, warm_seconds, main_seconds, traced_cycles):
     try:
         soak(conn, cycles=traced_cycles // 4)            # warm-up under tracing
         gc.collect()
-        traced0, _ = tracemalloc.get_traced_memory()
-        snap0 = tracemalloc.take_snapshot()
+        snap0 = tracemalloc.take_snapshot().filter_traces(OURS)
         traced_done, _ = soak(conn, cycles=traced_cycles)
         gc.collect()
-        traced1, peak = tracemalloc.get_traced_memory()
-        snap1 = tracemalloc.take_snapshot()
+        _, peak = tracemalloc.get_traced_memory()
+        snap1 = tracemalloc.take_snapshot().filter_traces(OURS)
     finally:
         tracemalloc.stop()
+    traced0 = sum(t.size for t in snap0.traces)
+    traced1 = sum(t.size for t in snap1.traces)
     top = snap1.compare_to(snap0, "lineno")[:5]
     return {"cycles": cycles, "seconds": round(took, 1), "cycles_per_s": int(cycles / took),
             "rss_after_warmup_mb": round(rss0 / 2 ** 20, 2), "rss_end_mb": round(rss1 / 2 ** 20, 2),
