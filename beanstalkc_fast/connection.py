@@ -4,9 +4,8 @@ All reply semantics live here: which status is success, which is a documented
 failure (``CommandFailed``) and which is unexpected (``UnexpectedResponse``).
 The protocol core (compiled or pure) only frames bytes.
 """
-import logging
 import socket
-import threading
+import _thread
 
 from . import _backend
 from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
@@ -19,7 +18,6 @@ DEFAULT_PORT = 11300
 DEFAULT_PRIORITY = 2 ** 31
 DEFAULT_TTR = 120
 
-_log = logging.getLogger(__name__)
 _SOCKET_DEFAULT = object()
 
 # The one reply-to-exception table: the documented failure statuses of each command
@@ -105,7 +103,7 @@ class Connection:
         self._socket_timeout = socket_timeout
         self._encoding = encoding
         self._proto = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()   # looked up now: gevent patches it
         self._using = "default"
         self._watching = ["default"]
         self.connect()
@@ -595,7 +593,8 @@ def _load_yaml(core, body, cmd="stats-job"):
         try:
             import yaml
         except ImportError:
-            _log.error("PyYAML is not installed; returning the raw YAML text")
+            import logging      # lazily: importing logging costs more than this whole package
+            logging.getLogger(__name__).error("PyYAML is not installed; returning the raw YAML text")
             return body.decode("utf-8", "replace")
         _yaml_module = yaml
     loader = getattr(_yaml_module, "CSafeLoader", _yaml_module.SafeLoader)

@@ -21,6 +21,8 @@ from beanstalkc_fast.exceptions import InvalidArgument, InvalidType, ProtocolErr
 cdef extern from "Python.h":
     bytes PyBytes_FromStringAndSize(const char *v, Py_ssize_t n)
     str PyUnicode_DecodeASCII(const char *s, Py_ssize_t n, const char *errors)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
 
 CORE_API = 1
@@ -767,6 +769,7 @@ _BOOL = {b"yes": True, b"Yes": True, b"YES": True, b"true": True, b"True": True,
          b"false": False, b"False": False, b"FALSE": False, b"off": False, b"Off": False, b"OFF": False}
 _NULL = {b"~", b"null", b"Null", b"NULL"}
 cdef dict _CBOOL = _BOOL
+cdef list _KEY_CACHES = []         # up to 4 lists of the keys of recent mapping documents, in order
 
 
 cdef inline bint _alpha_(char c):
@@ -877,22 +880,53 @@ def parse_yaml(body):
             out_list.append(_scalar(line + 2, eol - pos - 2))
             pos = eol + 1
         return out_list
+    # Keys come back in the same order every time (stats, stats-tube, stats-job): reuse the
+    # validated str keys of the last documents instead of decoding and hashing them again.
+    cdef list cache = None, keys = None
+    cdef Py_ssize_t idx = 0, ncache = 0
+    cdef bint hit
+    nl = <const char *>memchr(s + pos, b'\n', n - pos)
+    for entry in _KEY_CACHES:
+        first = (<list>entry)[0]
+        if (PyUnicode_GET_LENGTH(first) < nl - s - pos and s[pos + PyUnicode_GET_LENGTH(first)] == b':'
+                and memcmp(PyUnicode_DATA(first), s + pos, PyUnicode_GET_LENGTH(first)) == 0):
+            cache = <list>entry
+            ncache = len(cache)
+            break
     out = {}
     while pos < n:
         nl = <const char *>memchr(s + pos, b'\n', n - pos)
         eol = nl - s
         line = s + pos
-        klen = -1
-        for k in range(eol - pos - 1):
-            if line[k] == b':' and line[k + 1] == b' ':
-                klen = k
-                break
-        if klen < 0 or not _is_word(line, klen):
-            raise ValueError(PyBytes_FromStringAndSize(line, eol - pos))
-        if klen <= 5:
-            raw = PyBytes_FromStringAndSize(line, klen)
-            if raw in _CBOOL or raw in _NULL:
+        hit = False
+        if idx < ncache:
+            key = cache[idx]
+            klen = PyUnicode_GET_LENGTH(key)
+            hit = (klen + 2 <= eol - pos and line[klen] == b':' and line[klen + 1] == b' '
+                   and memcmp(PyUnicode_DATA(key), line, klen) == 0)
+        if not hit:
+            klen = -1
+            for k in range(eol - pos - 1):
+                if line[k] == b':' and line[k + 1] == b' ':
+                    klen = k
+                    break
+            if klen < 0 or not _is_word(line, klen):
                 raise ValueError(PyBytes_FromStringAndSize(line, eol - pos))
-        out[PyUnicode_DecodeASCII(line, klen, NULL)] = _scalar(line + klen + 2, eol - pos - klen - 2)
+            if klen <= 5:
+                raw = PyBytes_FromStringAndSize(line, klen)
+                if raw in _CBOOL or raw in _NULL:
+                    raise ValueError(PyBytes_FromStringAndSize(line, eol - pos))
+            key = PyUnicode_DecodeASCII(line, klen, NULL)
+            if keys is None:
+                keys = list(cache[:idx]) if cache is not None else []
+        if keys is not None:
+            keys.append(key)
+        out[key] = _scalar(line + klen + 2, eol - pos - klen - 2)
+        idx += 1
         pos = eol + 1
+    if keys is None and idx < ncache:
+        keys = cache[:idx]
+    if keys is not None and keys:
+        # replace the matched entry (or the oldest); a new list, so concurrent readers are unaffected
+        _KEY_CACHES[:] = [keys] + [e for e in _KEY_CACHES if e is not cache][:3]
     return out

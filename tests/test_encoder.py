@@ -268,3 +268,22 @@ def test_parse_yaml_real_stats(conn, impl):
                 b"list-tubes\r\n", b"list-tubes-watched\r\n"):
         body = conn._body_of(cmd, cmd.split()[0].decode(), b"OK")
         assert impl.parse_yaml(body) == yaml.safe_load(body)
+
+
+def test_parse_yaml_repeated_documents(impl):
+    # Documents sharing, reordering, dropping or adding keys, parsed one after another
+    # (the compiled core reuses the keys of recent documents).
+    docs = [b"---\na: 1\nb: 2\nc: 3\n", b"---\na: 1\nb: 2\nc: 3\n", b"---\na: 1\nb: 2\n", b"---\na: 1\nb: 2\nc: 3\nd: 4\n",
+            b"---\na: 1\nbb: 2\nc: 3\n", b"---\na: 1\nc: 3\nb: 2\n", b"---\nab: 1\n", b"---\na: 1\nb: 2\nc: 3\n",
+            b"---\nx: 1\n", b"---\ny: 1\n", b"---\nz: 1\n", b"---\nw: 1\n", b"---\na: 1\nb: 2\nc: 3\n",
+            b"---\na: 1\nb:2\n", b"---\na: 1\nb: 2\nyes: 3\n", b"---\na:: 1\n", b"---\na: 1\nb: 2\nc: 3\n"]
+    for _ in range(2):
+        for doc in docs:
+            try:
+                got = impl.parse_yaml(doc)
+            except ValueError:
+                with pytest.raises(ValueError):
+                    _pyprotocol.parse_yaml(doc)
+                continue
+            assert got == yaml.safe_load(doc) == _pyprotocol.parse_yaml(doc)
+            assert list(got) == list(yaml.safe_load(doc))
