@@ -323,7 +323,7 @@ cdef class ReplyReader:
         self._ntok = 0
 
     def __init__(self, max_line=MAX_LINE):
-        self._max_line = max_line
+        self._max_line = max_line if max_line < 2 ** 60 else 2 ** 60     # no overflow in pos + max_line + 2
 
     def __dealloc__(self):
         PyMem_Free(self._buf)

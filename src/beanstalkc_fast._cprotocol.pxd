@@ -1,4 +1,6 @@
 # Declarations of the compiled protocol core (see _cprotocol.pyx).
+# Named after the module's full name: src/ is not a package, so Cython finds the .pxd of
+# beanstalkc_fast._cprotocol only by this dotted name (a plain _cprotocol.pxd is ignored).
 
 cdef enum:
     MAXTOK = 8                  # reply-line tokens whose offsets are kept; longer lines fall back to bytes.split()
