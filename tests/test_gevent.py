@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+import beanstalkc_fast
+
 PATCH = {
     "gevent": "from gevent import monkey; monkey.patch_all()",
     "eventlet": "import eventlet; eventlet.monkey_patch()",
@@ -98,7 +100,7 @@ def test_reserve_in_greenlets(impl, beanstalkd, tube, lib, tmp_path):
     pytest.importorskip(lib, reason="%s is not installed" % lib)
     script = tmp_path / ("green_%s.py" % lib)
     script.write_text(PATCH[lib] + "\n" + SPAWN[lib] + SCRIPT)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))  # in-tree or installed
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, str(script), impl.__name__, beanstalkd.host, str(beanstalkd.port), tube],
@@ -129,7 +131,7 @@ def test_compiled_core_uses_the_patched_socket(impl, beanstalkd, tmp_path):
         assert len(ticks) >= 10, ticks
         print("ok")
     """))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))  # in-tree or installed
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, str(script), impl.__name__, beanstalkd.host, str(beanstalkd.port)],
                           capture_output=True, text=True, timeout=60, env=env, cwd=str(tmp_path))
