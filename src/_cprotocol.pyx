@@ -44,6 +44,7 @@ cdef Py_ssize_t C_RESERVE_WINDOW = RESERVE_WINDOW
 cdef Py_ssize_t C_BIG_BODY = BIG_BODY
 cdef Py_ssize_t MIN_FREE = 4096         # compact or grow the receive buffer below this much free space
 cdef Py_ssize_t KEEP_BYTES = 1 << 20    # an idle receive buffer larger than this shrinks back
+cdef Py_ssize_t MAX_RESERVE = 1 << 24   # most receive buffer reserved ahead of the data for one body
 
 # Statuses returned as shared objects instead of fresh bytes (most frequent first).
 cdef tuple _STATUSES = (
@@ -532,6 +533,8 @@ cdef class Protocol:
                     r._cap = self._read_size
         if r._need:
             want = r._need - (r._end - r._start)
+            if want > MAX_RESERVE:      # an announced size is a claim: grow with the data, not before it
+                want = MAX_RESERVE
         floor = self._read_size if self._read_size < MIN_FREE else MIN_FREE
         if r._cap - r._end < (want if want > floor else floor):
             r._reserve(want if want > self._read_size else self._read_size)
