@@ -6,9 +6,7 @@ otherwise the compiled ``_cprotocol`` is used when it imports and speaks the exp
 """
 import os
 
-from . import _pyprotocol
-
-CORE_API = _pyprotocol.CORE_API
+CORE_API = 1    # the core contract this Python layer speaks; both cores define the same value
 
 
 def _load_compiled():
@@ -26,7 +24,10 @@ if os.environ.get("BEANSTALKC_FAST_PUREPYTHON", "") not in ("", "0"):
 else:
     _compiled = _load_compiled()
 
-impl = _compiled or _pyprotocol
+if _compiled is None:
+    from . import _pyprotocol as impl   # imported only when needed: it costs import time
+else:
+    impl = _compiled
 BACKEND = "cython" if _compiled is not None else "python"
 
 Protocol = impl.Protocol
