@@ -322,6 +322,11 @@ _RUSAGE_RE = re.compile(rb"\nrusage-[us]time: ([0-9.]+)")
 _RESERVED_RE = re.compile(rb"RESERVED ([0-9]+) [0-9]+\r\n[^\n]*\n")
 
 
+# Like the compiled core, the ceiling yields the CPU after each send, so that a server pinned to
+# the same CPU answers a whole window before the client wakes (else: a context switch per reply).
+_give_way = getattr(os, "sched_yield", lambda: None)
+
+
 class PipelinedClient(_RawBase):
     """The ceiling for batches: batches of ``batch`` jobs like the library's, but with
     ``window`` commands per sendall, replies counted rather than parsed, and the deletes
@@ -343,12 +348,14 @@ class PipelinedClient(_RawBase):
 
     def _pipeline(self, chunks):
         """Send (data, commands) chunks, each before reading the previous one's replies."""
-        sendall, wait = self.sock.sendall, self._wait
+        sendall, wait, give_way = self.sock.sendall, self._wait, _give_way
         seen = need = 0
         for data, k in chunks:
             sendall(data)
+            give_way()
             seen = wait(seen, need)
             need += k
+        give_way()
         wait(seen, need)
 
     def _windows(self, n, cmd):
@@ -375,6 +382,7 @@ class PipelinedClient(_RawBase):
             deletes = []
             for data, k in windows(b, b"reserve-with-timeout 0\r\n"):
                 sendall(data)
+                _give_way()
                 chunks = []
                 wait(0, 2 * k, chunks)
                 data, found = sub(rb"delete \1\r\n", b"".join(chunks))

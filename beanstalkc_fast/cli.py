@@ -370,7 +370,7 @@ def cmd_drain(conn: Connection, args: argparse.Namespace) -> int:
     if args.tube != "default":
         conn.ignore("default")
     count = 0
-    seen = set()    # without --delete, jobs stay reserved; one whose TTR ran out may come back
+    seen: set = set()    # without --delete, jobs stay reserved; one whose TTR ran out may come back
     while args.max is None or count < args.max:
         want = BATCH if args.max is None else min(BATCH, args.max - count)
         try:

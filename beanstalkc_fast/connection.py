@@ -4,6 +4,8 @@ All reply semantics live here: which status is success, which is a documented
 failure (``CommandFailed``) and which is unexpected (``UnexpectedResponse``).
 The protocol core (compiled or pure) only frames bytes.
 """
+from __future__ import annotations
+
 import socket
 import _thread
 
@@ -12,6 +14,14 @@ from .exceptions import (BatchError, BeanstalkcException, CommandFailed, Deadlin
                          InvalidType, ProtocolError, SocketError, UnexpectedResponse)
 
 __all__ = ["Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # annotations only: importing typing would double this package's import time
+    from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+    Body = Union[str, bytes, bytearray, memoryview]
+    PutItem = Union[Body, Tuple[Body], Tuple[Body, int], Tuple[Body, int, int], Tuple[Body, int, int, int]]
+    JobRef = Union[int, "Job"]
+    YAMLResult = Any   # dict / list with parse_yaml=True, str with False, whatever a callable returns
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 11300
@@ -90,8 +100,10 @@ class Connection:
 
     _core = _backend.impl   # the protocol core module; tests swap it to run both backends
 
-    def __init__(self, host=DEFAULT_HOST, port=DEFAULT_PORT, parse_yaml=True, connect_timeout=_SOCKET_DEFAULT,
-                 *, encoding="utf-8", socket_timeout=None):
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 parse_yaml: Union[bool, Callable[[str], Any]] = True,
+                 connect_timeout: Optional[float] = _SOCKET_DEFAULT,  # type: ignore[assignment]
+                 *, encoding: Optional[str] = "utf-8", socket_timeout: Optional[float] = None) -> None:
         if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
             raise InvalidType("parse_yaml must be True, False or a callable")
         if encoding is not None:
@@ -102,19 +114,19 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         self._encoding = encoding
-        self._proto = None
+        self._proto: Any = None
         self._lock = _thread.allocate_lock()   # looked up now: gevent patches it
         self._using = "default"
         self._watching = ["default"]
         self.connect()
 
-    def __enter__(self):
+    def __enter__(self) -> Connection:
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback):
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if "/" in str(self.host) or str(self.host).startswith("unix:"):
             where = "path=%r" % (self.host,)
         else:
@@ -124,7 +136,7 @@ class Connection:
 
     # -- connection management --
 
-    def connect(self):
+    def connect(self) -> None:
         """Connect to the server (closing any previous socket first)."""
         self.close()
         timeout = self._connect_timeout
@@ -152,7 +164,7 @@ class Connection:
         self._using = "default"
         self._watching = ["default"]
 
-    def close(self):
+    def close(self) -> None:
         """Close the connection (sending ``quit``). Never raises; may be called twice."""
         proto, self._proto = self._proto, None
         if proto is not None:
@@ -178,7 +190,7 @@ class Connection:
             except Exception:
                 pass
 
-    def reconnect(self):
+    def reconnect(self) -> None:
         """Close, connect again and restore the used tube and the watched tubes (in their order)."""
         using, watching = self._using, list(self._watching)
         self.connect()
@@ -202,7 +214,7 @@ class Connection:
             raise
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         """Whether the connection is open (a broken one is closed, never reused)."""
         return self._proto is not None
 
@@ -261,7 +273,7 @@ class Connection:
 
     # -- producer --
 
-    def put(self, body, priority=DEFAULT_PRIORITY, delay=0, ttr=DEFAULT_TTR):
+    def put(self, body: Body, priority: int = DEFAULT_PRIORITY, delay: int = 0, ttr: int = DEFAULT_TTR) -> int:
         """Put a job into the used tube; return its id.
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
@@ -272,7 +284,7 @@ class Connection:
             return _int_arg("put", (status, args))
         raise _error("put", (status, args))
 
-    def use(self, name):
+    def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""
         status, args, _ = self._call(b"use %s\r\n" % self._core.check_tube(name))
         if status != b"USING":
@@ -280,7 +292,7 @@ class Connection:
         self._using = _name_arg("use", (status, args))
         return self._using
 
-    def using(self):
+    def using(self) -> str:
         """Return the name of the tube used for puts."""
         status, args, _ = self._call(b"list-tube-used\r\n")
         if status != b"USING":
@@ -295,7 +307,7 @@ class Connection:
             return Job(self, _int_arg(cmd, reply), body, reserved)
         raise _error(cmd, (status, args))
 
-    def reserve(self, timeout=None):
+    def reserve(self, timeout: Optional[float] = None) -> Optional[Job]:
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds
         (forever if None). Return a Job, or None on timeout; raise DeadlineSoon."""
         if timeout is None:
@@ -313,11 +325,11 @@ class Connection:
             raise DeadlineSoon([])
         raise _error(cmd, reply)
 
-    def reserve_job(self, jid):
+    def reserve_job(self, jid: JobRef) -> Job:
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
         return self._job(self._call(b"reserve-job %d\r\n" % self._core.check_jid(jid)), "reserve-job", True)
 
-    def watch(self, name):
+    def watch(self, name: str) -> int:
         """Watch the tube ``name``; return the number of watched tubes."""
         raw = self._core.check_tube(name)
         status, args, _ = self._call(b"watch %s\r\n" % raw)
@@ -328,7 +340,7 @@ class Connection:
             self._watching.append(name)
         return _int_arg("watch", (status, args))
 
-    def ignore(self, name):
+    def ignore(self, name: str) -> int:
         """Stop watching the tube ``name``; return the number of watched tubes
         (1 when it was the last one, which beanstalkd refuses to ignore)."""
         raw = self._core.check_tube(name)
@@ -342,11 +354,11 @@ class Connection:
             return 1
         raise _error("ignore", (status, args))
 
-    def watching(self):
+    def watching(self) -> YAMLResult:
         """Return the list of watched tubes."""
         return self._yaml(b"list-tubes-watched\r\n", "list-tubes-watched")
 
-    def tubes(self):
+    def tubes(self) -> YAMLResult:
         """Return the list of all existing tubes."""
         return self._yaml(b"list-tubes\r\n", "list-tubes")
 
@@ -357,34 +369,34 @@ class Connection:
         if status != ok and not (cmd == "release" and status == b"BURIED"):
             raise _error(cmd, (status, args))
 
-    def delete(self, jid):
+    def delete(self, jid: JobRef) -> None:
         """Delete the job ``jid``."""
         self._job_command(b"delete %d\r\n" % self._core.check_jid(jid), "delete", b"DELETED")
 
-    def release(self, jid, priority=DEFAULT_PRIORITY, delay=0):
+    def release(self, jid: JobRef, priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
         core = self._core
         self._job_command(b"release %d %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority"),
                                                       core.check_uint32(delay, "delay")), "release", b"RELEASED")
 
-    def bury(self, jid, priority=DEFAULT_PRIORITY):
+    def bury(self, jid: JobRef, priority: int = DEFAULT_PRIORITY) -> None:
         """Bury the reserved job ``jid``."""
         core = self._core
         self._job_command(b"bury %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority")),
                           "bury", b"BURIED")
 
-    def touch(self, jid):
+    def touch(self, jid: JobRef) -> None:
         """Ask for more time to work on the reserved job ``jid``."""
         self._job_command(b"touch %d\r\n" % self._core.check_jid(jid), "touch", b"TOUCHED")
 
-    def kick(self, bound=1):
+    def kick(self, bound: int = 1) -> int:
         """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
         status, args, _ = self._call(b"kick %d\r\n" % self._core.check_uint32(bound, "bound"))
         if status != b"KICKED":
             raise _error("kick", (status, args))
         return _int_arg("kick", (status, args))
 
-    def kick_job(self, jid):
+    def kick_job(self, jid: JobRef) -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
         self._job_command(b"kick-job %d\r\n" % self._core.check_jid(jid), "kick-job", b"KICKED")
 
@@ -394,37 +406,37 @@ class Connection:
             return None
         return self._job(reply, cmd, False)
 
-    def peek(self, jid):
+    def peek(self, jid: JobRef) -> Optional[Job]:
         """Return the job ``jid`` (not reserved), or None."""
         return self._peek(b"peek %d\r\n" % self._core.check_jid(jid), "peek")
 
-    def peek_ready(self):
+    def peek_ready(self) -> Optional[Job]:
         """Return the next ready job of the used tube, or None."""
         return self._peek(b"peek-ready\r\n", "peek-ready")
 
-    def peek_delayed(self):
+    def peek_delayed(self) -> Optional[Job]:
         """Return the delayed job of the used tube with the shortest delay left, or None."""
         return self._peek(b"peek-delayed\r\n", "peek-delayed")
 
-    def peek_buried(self):
+    def peek_buried(self) -> Optional[Job]:
         """Return the next buried job of the used tube, or None."""
         return self._peek(b"peek-buried\r\n", "peek-buried")
 
     # -- stats and admin --
 
-    def stats(self):
+    def stats(self) -> YAMLResult:
         """Return the server's statistics (a dict with ``parse_yaml=True``)."""
         return self._yaml(b"stats\r\n", "stats")
 
-    def stats_tube(self, name):
+    def stats_tube(self, name: str) -> YAMLResult:
         """Return the statistics of the tube ``name``."""
         return self._yaml(b"stats-tube %s\r\n" % self._core.check_tube(name), "stats-tube")
 
-    def stats_job(self, jid):
+    def stats_job(self, jid: JobRef) -> YAMLResult:
         """Return the statistics of the job ``jid``."""
         return self._yaml(b"stats-job %d\r\n" % self._core.check_jid(jid), "stats-job")
 
-    def pause_tube(self, name, delay):
+    def pause_tube(self, name: str, delay: int) -> None:
         """Pause the tube ``name`` for ``delay`` seconds (0 unpauses)."""
         core = self._core
         self._job_command(b"pause-tube %s %d\r\n" % (core.check_tube(name), core.check_uint32(delay, "delay")),
@@ -479,7 +491,8 @@ class Connection:
             raise BatchError([outcome(r) for r in results])
         return results
 
-    def put_many(self, items, priority=DEFAULT_PRIORITY, delay=0, ttr=DEFAULT_TTR):
+    def put_many(self, items: Iterable[PutItem], priority: int = DEFAULT_PRIORITY, delay: int = 0,
+                 ttr: int = DEFAULT_TTR) -> List[int]:
         """Put many jobs, pipelined; return their ids in order.
 
         ``items`` is any iterable (streamed in windows) of bodies or tuples
@@ -494,12 +507,12 @@ class Connection:
             raise InvalidType("put_many takes an iterable of bodies, not a single %s" % type(items).__name__)
         for value, what in ((priority, "priority"), (delay, "delay"), (ttr, "ttr")):
             core.check_uint32(value, what)
-        results = []
+        results: list = []
         return self._batch("put", "put_many", _put_outcome, results, items, priority, delay, ttr,
                            self._encoding, results)
 
     def _jobs_many(self, cmd, template, args, ok, jids):
-        results = []
+        results: list = []
         outcome = _job_outcome(cmd, ok)
         try:
             self._batch(cmd, "jobs_many", outcome, results, jids, template, args, ok, results)
@@ -509,26 +522,26 @@ class Connection:
                     if isinstance(item, Job) and (result is None or result[0] == b"BURIED"):
                         item.reserved = False
 
-    def delete_many(self, jids):
+    def delete_many(self, jids: Iterable[JobRef]) -> None:
         """Delete many jobs (ids or Jobs), pipelined."""
         self._jobs_many("delete", b"delete %d\r\n", (), b"DELETED", jids)
 
-    def release_many(self, jids, priority=DEFAULT_PRIORITY, delay=0):
+    def release_many(self, jids: Iterable[JobRef], priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release many reserved jobs (ids or Jobs), pipelined."""
         core = self._core
         args = (core.check_uint32(priority, "priority"), core.check_uint32(delay, "delay"))
         self._jobs_many("release", b"release %d %d %d\r\n", args, b"RELEASED", jids)
 
-    def bury_many(self, jids, priority=DEFAULT_PRIORITY):
+    def bury_many(self, jids: Iterable[JobRef], priority: int = DEFAULT_PRIORITY) -> None:
         """Bury many reserved jobs (ids or Jobs), pipelined."""
         args = (self._core.check_uint32(priority, "priority"),)
         self._jobs_many("bury", b"bury %d %d\r\n", args, b"BURIED", jids)
 
-    def touch_many(self, jids):
+    def touch_many(self, jids: Iterable[JobRef]) -> None:
         """Touch many reserved jobs (ids or Jobs), pipelined."""
         self._jobs_many("touch", b"touch %d\r\n", (), b"TOUCHED", jids)
 
-    def reserve_many(self, n, timeout=0):
+    def reserve_many(self, n: int, timeout: float = 0) -> List[Job]:
         """Reserve up to ``n`` jobs: wait up to ``timeout`` seconds for the first, then take
         what is ready without waiting. Return a list of Jobs (``[]`` when none came).
 
@@ -538,7 +551,7 @@ class Connection:
         seconds = _check_timeout(timeout)
         if n == 0:
             return []
-        results = []
+        results: list = []
 
         def outcome(reply):
             if reply[0] == b"RESERVED" and reply[1][0].isdigit():
@@ -613,10 +626,11 @@ class Job:
     body that does not decode never loses the job: it can still be buried or deleted.
     """
 
-    def __init__(self, conn, jid, body, reserved=True):
+    def __init__(self, conn: Connection, jid: int, body: Body, reserved: bool = True) -> None:
         self.conn = conn
         self.jid = jid
         self.reserved = reserved
+        self._body: Union[str, bytes, None]
         if isinstance(body, str):
             self._body = body
             encoding = getattr(conn, "_encoding", None) or "utf-8"
@@ -626,17 +640,17 @@ class Job:
             self.body_bytes = bytes(body)
 
     @property
-    def body(self):
+    def body(self) -> Union[str, bytes]:
         if self._body is None:
             encoding = getattr(self.conn, "_encoding", "utf-8")
             self._body = self.body_bytes if encoding is None else self.body_bytes.decode(encoding)
         return self._body
 
     @body.setter
-    def body(self, value):
-        self.__init__(self.conn, self.jid, value, self.reserved)
+    def body(self, value: Body) -> None:
+        Job.__init__(self, self.conn, self.jid, value, self.reserved)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<beanstalkc_fast.Job jid=%d reserved=%s body=%r>" % (self.jid, self.reserved, self.body_bytes[:40])
 
     def _priority(self):
@@ -645,32 +659,32 @@ class Job:
         stats = _load_yaml(self.conn._core, body)
         return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
 
-    def delete(self):
+    def delete(self) -> None:
         """Delete this job."""
         self.conn.delete(self.jid)
         self.reserved = False
 
-    def release(self, priority=None, delay=0):
+    def release(self, priority: Optional[int] = None, delay: int = 0) -> None:
         """Release this job if reserved; ``priority=None`` keeps its current priority."""
         if self.reserved:
             self.conn.release(self.jid, self._priority() if priority is None else priority, delay)
             self.reserved = False
 
-    def bury(self, priority=None):
+    def bury(self, priority: Optional[int] = None) -> None:
         """Bury this job if reserved; ``priority=None`` keeps its current priority."""
         if self.reserved:
             self.conn.bury(self.jid, self._priority() if priority is None else priority)
             self.reserved = False
 
-    def kick(self):
+    def kick(self) -> None:
         """Kick this job (buried or delayed) into the ready queue."""
         self.conn.kick_job(self.jid)
 
-    def touch(self):
+    def touch(self) -> None:
         """Ask for more time to work on this job, if reserved."""
         if self.reserved:
             self.conn.touch(self.jid)
 
-    def stats(self):
+    def stats(self) -> YAMLResult:
         """Return the statistics of this job."""
         return self.conn.stats_job(self.jid)

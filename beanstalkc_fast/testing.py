@@ -116,7 +116,7 @@ class BeanstalkdServer:
 try:
     import pytest
 except ImportError:     # the plugin needs pytest; the server class does not
-    pytest = None
+    pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
     @pytest.fixture(scope="session")
