@@ -12,7 +12,7 @@ import re
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 1
+CORE_API = 2
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -199,6 +199,14 @@ class Protocol:
     def call(self, data):
         self._sendall(data)
         return self.read_reply()
+
+    def put(self, body, priority, delay, ttr, encoding):
+        """One put, checked and encoded here: the job id (int) on INSERTED, else the reply."""
+        self._sendall(encode_put(check_body(body, encoding), priority, delay, ttr))
+        reply = self.read_reply()
+        if reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
+            return int(reply[1][0])
+        return reply
 
     def _flush(self, chunks):
         sendall = self._sendall

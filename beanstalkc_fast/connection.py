@@ -278,11 +278,23 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        core = self._core
-        status, args, _ = self._call(core.encode_put(core.check_body(body, self._encoding), priority, delay, ttr))
-        if status == b"INSERTED":
-            return _int_arg("put", (status, args))
-        raise _error("put", (status, args))
+        with self._lock:     # _call inlined: the one core call checks, encodes, sends and reads
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            try:
+                reply = proto.put(body, priority, delay, ttr, self._encoding)
+            except (InvalidArgument, InvalidType):
+                raise       # refused before a byte was sent: the connection is fine
+            except OSError as err:
+                self._drop(proto)
+                raise SocketError(err) from err
+            except BaseException:
+                self._drop(proto)
+                raise
+        if reply.__class__ is int:
+            return reply
+        raise _error("put", reply)
 
     def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""

@@ -27,7 +27,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
 
-CORE_API = 1
+CORE_API = 2
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -563,6 +563,18 @@ cdef class Protocol:
     def call(self, data):
         self._sendall(data)
         return self._read_reply()
+
+    def put(self, body, priority, delay, ttr, encoding):
+        cdef ReplyReader r = self._reader
+        self._sendall(encode_put(_check_body(body, encoding), priority, delay, ttr))
+        while not r._parse():
+            self._fill()
+        if (r._ntok == 2 and r._tok_is(0, b"INSERTED")
+                and _all_digits(r._buf + r._tok[1], r._tlen[1])):
+            jid = _digits_int(r._buf + r._tok[1], r._tlen[1])
+            r._consume()
+            return jid
+        return r._reply()
 
     # -- batches --
 

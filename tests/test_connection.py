@@ -41,6 +41,11 @@ class Recorder:
         self.replies.append(reply)
         return reply
 
+    def put(self, *args):
+        reply = self.proto.put(*args)
+        self.replies.append(reply)
+        return reply
+
 
 def record(c):
     rec = Recorder(c._proto)
