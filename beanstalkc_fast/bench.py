@@ -158,9 +158,10 @@ class Beanstalkc3Client:
 
     def __init__(self, host, port, tube, body, batch):
         import beanstalkc  # the module of the beanstalkc3 distribution
-        # Its default parse_yaml (yaml.load without a Loader) fails on PyYAML >= 6;
-        # give it the fastest safe loader, as pystalk uses.
-        self.c = beanstalkc.Connection(host, port, parse_yaml=_yaml_load, encoding=None)
+        # Its default parse_yaml (yaml.load without a Loader) fails on PyYAML >= 6; the
+        # comparison the project set is against beanstalkc3 with yaml.safe_load.
+        import yaml
+        self.c = beanstalkc.Connection(host, port, parse_yaml=yaml.safe_load, encoding=None)
         self.c.use(tube)
         self.c.watch(tube)
         self.c.ignore("default")
