@@ -22,3 +22,6 @@ clean:
 	rm -rf build dist *.egg-info .eggs src/*.c src/*.html
 	find beanstalkc_fast -name '*.so' -delete -o -name '*.pyd' -delete
 	find . -path ./.venv -prune -o -name __pycache__ -prune -exec rm -rf {} +
+
+typecheck:
+	$(PYTHON) -m mypy
