@@ -12,7 +12,7 @@ import re
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 2
+CORE_API = 3
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -199,6 +199,14 @@ class Protocol:
     def call(self, data):
         self._sendall(data)
         return self.read_reply()
+
+    def job_command(self, verb, jid, ok):
+        """Send ``<verb> <jid>``: None on the bare ``ok`` status, else the reply."""
+        self._sendall(b"%s %d\r\n" % (verb, check_jid(jid)))
+        reply = self.read_reply()
+        if reply[0] == ok and not reply[1]:
+            return None
+        return reply
 
     def put(self, body, priority, delay, ttr, encoding):
         """One put, checked and encoded here: the job id (int) on INSERTED, else the reply."""

@@ -253,6 +253,23 @@ class Connection:
                 proto.sock.settimeout(self._socket_timeout)
             return reply
 
+    def _invoke(self, method, *args):
+        """Run one core method (it checks its arguments, sends and reads); as _call."""
+        with self._lock:
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            try:
+                return getattr(proto, method)(*args)
+            except (InvalidArgument, InvalidType):
+                raise       # refused before a byte was sent: the connection is fine
+            except OSError as err:
+                self._drop(proto)
+                raise SocketError(err) from err
+            except BaseException:
+                self._drop(proto)
+                raise
+
     def _body_of(self, data, cmd, ok):
         status, args, body = self._call(data)
         if status != ok:
@@ -278,20 +295,7 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        with self._lock:     # _call inlined: the one core call checks, encodes, sends and reads
-            proto = self._proto
-            if proto is None:
-                raise SocketError("connection is closed; call reconnect()")
-            try:
-                reply = proto.put(body, priority, delay, ttr, self._encoding)
-            except (InvalidArgument, InvalidType):
-                raise       # refused before a byte was sent: the connection is fine
-            except OSError as err:
-                self._drop(proto)
-                raise SocketError(err) from err
-            except BaseException:
-                self._drop(proto)
-                raise
+        reply = self._invoke("put", body, priority, delay, ttr, self._encoding)
         if reply.__class__ is int:
             return reply
         raise _error("put", reply)
@@ -326,11 +330,15 @@ class Connection:
             reply = self._call(b"reserve\r\n", True)
             cmd = "reserve"
         else:
-            seconds = _check_timeout(timeout)
-            reply = self._call(b"reserve-with-timeout %d\r\n" % seconds, True, seconds)
+            if timeout.__class__ is not int or not 0 <= timeout <= 4294967295:
+                timeout = _check_timeout(timeout)
+            reply = self._call(b"reserve-with-timeout %d\r\n" % timeout, True, timeout)
             cmd = "reserve-with-timeout"
         if reply[0] == b"RESERVED":
-            return Job(self, _int_arg(cmd, reply), reply[2], True)
+            args = reply[1]
+            if len(args) == 2 and args[0].isdigit():
+                return Job(self, int(args[0]), reply[2], True)
+            raise _error(cmd, reply)
         if reply[0] == b"TIMED_OUT":
             return None
         if reply[0] == b"DEADLINE_SOON":
@@ -383,7 +391,9 @@ class Connection:
 
     def delete(self, jid: JobRef) -> None:
         """Delete the job ``jid``."""
-        self._job_command(b"delete %d\r\n" % self._core.check_jid(jid), "delete", b"DELETED")
+        reply = self._invoke("job_command", b"delete", jid, b"DELETED")
+        if reply is not None:
+            raise _error("delete", reply)
 
     def release(self, jid: JobRef, priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
@@ -399,7 +409,9 @@ class Connection:
 
     def touch(self, jid: JobRef) -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        self._job_command(b"touch %d\r\n" % self._core.check_jid(jid), "touch", b"TOUCHED")
+        reply = self._invoke("job_command", b"touch", jid, b"TOUCHED")
+        if reply is not None:
+            raise _error("touch", reply)
 
     def kick(self, bound: int = 1) -> int:
         """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
@@ -410,7 +422,9 @@ class Connection:
 
     def kick_job(self, jid: JobRef) -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        self._job_command(b"kick-job %d\r\n" % self._core.check_jid(jid), "kick-job", b"KICKED")
+        reply = self._invoke("job_command", b"kick-job", jid, b"KICKED")
+        if reply is not None:
+            raise _error("kick-job", reply)
 
     def _peek(self, data, cmd):
         reply = self._call(data)
@@ -643,7 +657,10 @@ class Job:
         self.jid = jid
         self.reserved = reserved
         self._body: Union[str, bytes, None]
-        if isinstance(body, str):
+        if body.__class__ is bytes:     # the common case first: a job from the server
+            self._body = None
+            self.body_bytes = body
+        elif isinstance(body, str):
             self._body = body
             encoding = getattr(conn, "_encoding", None) or "utf-8"
             self.body_bytes = body.encode(encoding)

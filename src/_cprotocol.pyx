@@ -27,7 +27,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
 
-CORE_API = 2
+CORE_API = 3
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -563,6 +563,35 @@ cdef class Protocol:
     def call(self, data):
         self._sendall(data)
         return self._read_reply()
+
+    def job_command(self, verb, jid, ok):
+        cdef ReplyReader r = self._reader
+        cdef unsigned long long v
+        cdef char line[48]
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(verb)
+        cdef int overflow = 0
+        cdef long long sv = -1
+        if PyLong_CheckExact(jid):
+            sv = PyLong_AsLongLongAndOverflow(jid, &overflow)
+        if overflow == 0 and sv >= 0:
+            v = <unsigned long long>sv
+        else:
+            v = PyLong_AsUnsignedLongLong(check_jid(jid))
+        if n > 20:
+            raise InvalidArgument("job command verb too long: %r" % (verb,))
+        memcpy(line, PyBytes_AS_STRING(verb), n)
+        line[n] = b' '
+        n += 1
+        n += _fmt_u64(line + n, v)
+        line[n] = b'\r'
+        line[n + 1] = b'\n'
+        self._sendall(PyBytes_FromStringAndSize(line, n + 2))
+        while not r._parse():
+            self._fill()
+        if r._ntok == 1 and r._tok_is(0, ok):
+            r._consume()
+            return None
+        return r._reply()
 
     def put(self, body, priority, delay, ttr, encoding):
         cdef ReplyReader r = self._reader

@@ -46,6 +46,11 @@ class Recorder:
         self.replies.append(reply)
         return reply
 
+    def job_command(self, *args):
+        reply = self.proto.job_command(*args)
+        self.replies.append(reply)
+        return reply
+
 
 def record(c):
     rec = Recorder(c._proto)
