@@ -187,7 +187,7 @@ class Protocol:
 
     def read_reply(self):
         reader = self._reader
-        reply = reader.gets()
+        reply = reader.gets() if reader._buf else None     # skip the parse of an empty buffer
         while reply is None:
             data = self._recv(self._read_size)
             if not data:
@@ -210,7 +210,14 @@ class Protocol:
 
     def put(self, body, priority, delay, ttr, encoding):
         """One put, checked and encoded here: the job id (int) on INSERTED, else the reply."""
-        self._sendall(encode_put(check_body(body, encoding), priority, delay, ttr))
+        if body.__class__ is not bytes:
+            body = check_body(body, encoding)
+        if not (priority.__class__ is int and delay.__class__ is int and ttr.__class__ is int
+                and 0 <= priority <= UINT32_MAX and 0 <= delay <= UINT32_MAX and 0 <= ttr <= UINT32_MAX):
+            priority = check_uint32(priority, "priority")
+            delay = check_uint32(delay, "delay")
+            ttr = check_uint32(ttr, "ttr")
+        self._sendall(b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body))
         reply = self.read_reply()
         if reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
             return int(reply[1][0])
@@ -405,8 +412,31 @@ _COMMENT_RE = re.compile(rb"#[ -~]*\Z")                      # "os: #1 SMP ..." 
 _HEX_RE = re.compile(rb"[0-9][0-9a-f]*[a-f][0-9a-f]*\Z")     # the server id (0b... is a binary int)
 
 
+_KEYS = {}      # raw key -> str, for keys already checked (stats documents repeat theirs)
+
+
+_WORDS = {}     # raw scalar -> its str/bool/None value, for non-numbers already seen
+_MISS = object()
+
+
 def _scalar(raw):
     """Return the value yaml.safe_load gives a scalar, or raise ValueError if unsure."""
+    if raw.isdigit():
+        if raw[0] != 48 or len(raw) == 1:   # a leading 0 is octal to YAML 1.1
+            return int(raw)
+        raise ValueError(raw)
+    whole, dot, frac = raw.partition(b".")
+    if dot and whole.isdigit() and frac.isdigit():
+        return float(raw)
+    value = _WORDS.get(raw, _MISS)
+    if value is _MISS:
+        value = _scalar_slow(raw)
+        if len(_WORDS) < 1024:
+            _WORDS[raw] = value
+    return value
+
+
+def _scalar_slow(raw):
     if _INT_RE.match(raw):
         return int(raw)
     if _FLOAT_RE.match(raw):
@@ -444,9 +474,15 @@ def parse_yaml(body):
             out.append(_scalar(line[2:]))
         return out
     out = {}
+    keys = _KEYS
     for line in lines[1:]:
         key, sep, value = line.partition(b": ")
-        if not sep or not _WORD_RE.match(key) or key in _BOOL or key in _NULL:
-            raise ValueError(line)
-        out[key.decode("ascii")] = _scalar(value)
+        name = keys.get(key)
+        if name is None or not sep:
+            if not sep or not _WORD_RE.match(key) or key in _BOOL or key in _NULL:
+                raise ValueError(line)
+            name = key.decode("ascii")
+            if len(keys) < 1024:
+                keys[key] = name
+        out[name] = _scalar(value)
     return out
