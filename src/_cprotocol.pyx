@@ -675,11 +675,20 @@ cdef class Protocol:
     def put_many(self, items, priority, delay, ttr, encoding, results):
         cdef Py_ssize_t i, bad = 0, pending = 0, count = 0, n, size, seg, big, at
         cdef unsigned long long v[3]
+        cdef unsigned long long v0[3]
+        cdef bint fast = True       # bytes items with valid defaults need no per-item checks
         cdef Py_buffer view
         cdef list bigs
+        try:
+            _u32(priority, "priority", &v0[0])
+            _u32(delay, "delay", &v0[1])
+            _u32(ttr, "ttr", &v0[2])
+        except (InvalidArgument, InvalidType):
+            fast = False            # each item then reports the bad default, as the pure core does
         if isinstance(items, (list, tuple)):
             for i, item in enumerate(items):        # validate the whole sequence first
-                _put_item(item, priority, delay, ttr, encoding, i, v)
+                if not (fast and PyBytes_CheckExact(item)):
+                    _put_item(item, priority, delay, ttr, encoding, i, v)
         it = iter(items)
         while True:
             self._wlen = 0
@@ -689,7 +698,13 @@ cdef class Protocol:
             n = 0
             try:
                 for item in it:
-                    body = _put_item(item, priority, delay, ttr, encoding, count, v)
+                    if fast and PyBytes_CheckExact(item):
+                        body = item
+                        v[0] = v0[0]
+                        v[1] = v0[1]
+                        v[2] = v0[2]
+                    else:
+                        body = _put_item(item, priority, delay, ttr, encoding, count, v)
                     count += 1
                     n += 1
                     if PyBytes_CheckExact(body):
