@@ -295,7 +295,20 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        reply = self._invoke("put", body, priority, delay, ttr, self._encoding)
+        with self._lock:     # _invoke inlined: the hottest call of a producer
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            try:
+                reply = proto.put(body, priority, delay, ttr, self._encoding)
+            except (InvalidArgument, InvalidType):
+                raise
+            except OSError as err:
+                self._drop(proto)
+                raise SocketError(err) from err
+            except BaseException:
+                self._drop(proto)
+                raise
         if reply.__class__ is int:
             return reply
         raise _error("put", reply)

@@ -264,6 +264,10 @@ cdef Py_ssize_t _put_head(char *out, unsigned long long *v, Py_ssize_t size):
 
 
 def encode_put(body, priority, delay, ttr):
+    return _encode_put(body, priority, delay, ttr)
+
+
+cdef bytes _encode_put(object body, object priority, object delay, object ttr):
     cdef unsigned long long v[3]
     cdef char head[80]
     cdef Py_buffer view
@@ -595,7 +599,8 @@ cdef class Protocol:
 
     def put(self, body, priority, delay, ttr, encoding):
         cdef ReplyReader r = self._reader
-        self._sendall(encode_put(_check_body(body, encoding), priority, delay, ttr))
+        self._sendall(_encode_put(body if PyBytes_CheckExact(body) else _check_body(body, encoding),
+                                  priority, delay, ttr))
         while not r._parse():
             self._fill()
         if (r._ntok == 2 and r._tok_is(0, b"INSERTED")
