@@ -94,9 +94,12 @@ def check_body(body, encoding):
 
 def encode_put(body, priority, delay, ttr):
     """Return the bytes of a ``put`` command for a bytes-like body (arguments are checked)."""
-    head = b"put %d %d %d %d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
-                                      check_uint32(ttr, "ttr"), len(body))
-    return b"".join((head, body, b"\r\n"))
+    if not (priority.__class__ is int and delay.__class__ is int and ttr.__class__ is int
+            and 0 <= priority <= UINT32_MAX and 0 <= delay <= UINT32_MAX and 0 <= ttr <= UINT32_MAX):
+        priority = check_uint32(priority, "priority")
+        delay = check_uint32(delay, "delay")
+        ttr = check_uint32(ttr, "ttr")
+    return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
 
 
 # -- replies --------------------------------------------------------------------
@@ -210,14 +213,7 @@ class Protocol:
 
     def put(self, body, priority, delay, ttr, encoding):
         """One put, checked and encoded here: the job id (int) on INSERTED, else the reply."""
-        if body.__class__ is not bytes:
-            body = check_body(body, encoding)
-        if not (priority.__class__ is int and delay.__class__ is int and ttr.__class__ is int
-                and 0 <= priority <= UINT32_MAX and 0 <= delay <= UINT32_MAX and 0 <= ttr <= UINT32_MAX):
-            priority = check_uint32(priority, "priority")
-            delay = check_uint32(delay, "delay")
-            ttr = check_uint32(ttr, "ttr")
-        self._sendall(b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body))
+        self._sendall(encode_put(check_body(body, encoding), priority, delay, ttr))
         reply = self.read_reply()
         if reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
             return int(reply[1][0])
@@ -412,10 +408,10 @@ _COMMENT_RE = re.compile(rb"#[ -~]*\Z")                      # "os: #1 SMP ..." 
 _HEX_RE = re.compile(rb"[0-9][0-9a-f]*[a-f][0-9a-f]*\Z")     # the server id (0b... is a binary int)
 
 
-_KEYS = {}      # raw key -> str, for keys already checked (stats documents repeat theirs)
+_KEYS: dict = {}      # raw key -> str, for keys already checked (stats documents repeat theirs)
 
 
-_WORDS = {}     # raw scalar -> its str/bool/None value, for non-numbers already seen
+_WORDS: dict = {}     # raw scalar -> its str/bool/None value, for non-numbers already seen
 _MISS = object()
 
 

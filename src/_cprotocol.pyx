@@ -170,8 +170,8 @@ def check_jid(value):
     return value
 
 
-cdef int _jid(object value, Py_ssize_t index, unsigned long long *out) except -1:
-    # check_jid for a batch item: errors name the item's index
+cdef int _jid_value(object value, unsigned long long *out) except -1:
+    # check_jid into a C integer, with a fast path for a plain non-negative int
     cdef int overflow = 0
     cdef long long v
     if PyLong_CheckExact(value):
@@ -179,11 +179,16 @@ cdef int _jid(object value, Py_ssize_t index, unsigned long long *out) except -1
         if overflow == 0 and v >= 0:
             out[0] = <unsigned long long>v
             return 0
+    out[0] = PyLong_AsUnsignedLongLong(check_jid(value))
+    return 0
+
+
+cdef int _jid(object value, Py_ssize_t index, unsigned long long *out) except -1:
+    # check_jid for a batch item: errors name the item's index
     try:
-        value = check_jid(value)
+        _jid_value(value, out)
     except (InvalidArgument, InvalidType) as err:
         raise type(err)("item %d: %s" % (index, err)) from None
-    out[0] = PyLong_AsUnsignedLongLong(value)
     return 0
 
 
@@ -573,14 +578,7 @@ cdef class Protocol:
         cdef unsigned long long v
         cdef char line[48]
         cdef Py_ssize_t n = PyBytes_GET_SIZE(verb)
-        cdef int overflow = 0
-        cdef long long sv = -1
-        if PyLong_CheckExact(jid):
-            sv = PyLong_AsLongLongAndOverflow(jid, &overflow)
-        if overflow == 0 and sv >= 0:
-            v = <unsigned long long>sv
-        else:
-            v = PyLong_AsUnsignedLongLong(check_jid(jid))
+        _jid_value(jid, &v)
         if n > 20:
             raise InvalidArgument("job command verb too long: %r" % (verb,))
         memcpy(line, PyBytes_AS_STRING(verb), n)
@@ -599,8 +597,7 @@ cdef class Protocol:
 
     def put(self, body, priority, delay, ttr, encoding):
         cdef ReplyReader r = self._reader
-        self._sendall(_encode_put(body if PyBytes_CheckExact(body) else _check_body(body, encoding),
-                                  priority, delay, ttr))
+        self._sendall(_encode_put(_check_body(body, encoding), priority, delay, ttr))
         while not r._parse():
             self._fill()
         if (r._ntok == 2 and r._tok_is(0, b"INSERTED")
