@@ -12,7 +12,7 @@ import re
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 3
+CORE_API = 4
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -202,6 +202,14 @@ class Protocol:
     def call(self, data):
         self._sendall(data)
         return self.read_reply()
+
+    def reserve(self, data):
+        """Send a reserve command: ``(jid, body)`` on a well-formed RESERVED, else the reply."""
+        self._sendall(data)
+        reply = self.read_reply()
+        if reply[0] == b"RESERVED" and len(reply[1]) == 2 and reply[1][0].isdigit():
+            return int(reply[1][0]), reply[2]
+        return reply
 
     def job_command(self, verb, jid, ok):
         """Send ``<verb> <jid>``: None on the bare ``ok`` status, else the reply."""

@@ -229,46 +229,74 @@ class Connection:
             except Exception:
                 pass
 
-    def _call(self, data, wait=False, seconds=None):
-        """Send one command and return its reply tuple; translate transport errors once.
+    # Every command runs under the lock, taken with acquire()/release() rather than "with":
+    # a lock's __exit__ costs as much as acquire() and release() together.
 
-        ``wait``: the command may block on the server for ``seconds`` (None: forever),
-        on top of ``socket_timeout``.
-        """
-        with self._lock:
+    def _failed(self, proto, err):
+        """The exception to raise for ``err`` out of a core call: a refused argument
+        leaves the connection usable; anything else drops it."""
+        if isinstance(err, (InvalidArgument, InvalidType)):
+            return err      # refused before a byte was sent: the connection is fine
+        self._drop(proto)
+        if isinstance(err, OSError):
+            exc = SocketError(err)
+            exc.__cause__ = err
+            return exc
+        return err
+
+    def _closed(self):
+        return SocketError("connection is closed; call reconnect()")
+
+    def _call(self, data):
+        """Send one command and return its reply tuple; translate transport errors once."""
+        lock = self._lock
+        lock.acquire()
+        try:
             proto = self._proto
             if proto is None:
-                raise SocketError("connection is closed; call reconnect()")
-            if wait and self._socket_timeout is not None:
+                raise self._closed()
+            try:
+                return proto.call(data)
+            except BaseException as err:
+                raise self._failed(proto, err)
+        finally:
+            lock.release()
+
+    def _reserve(self, data, seconds):
+        """Send a reserve command, which may block on the server for ``seconds`` (None:
+        forever) on top of ``socket_timeout``; return the core's reserve result."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            proto = self._proto
+            if proto is None:
+                raise self._closed()
+            try:
+                if self._socket_timeout is None:
+                    return proto.reserve(data)
                 proto.sock.settimeout(None if seconds is None else seconds + self._socket_timeout)
-            try:
-                reply = proto.call(data)
-            except OSError as err:
-                self._drop(proto)
-                raise SocketError(err) from err
-            except BaseException:
-                self._drop(proto)
-                raise
-            if wait and self._socket_timeout is not None:
+                reply = proto.reserve(data)
                 proto.sock.settimeout(self._socket_timeout)
-            return reply
+                return reply
+            except BaseException as err:
+                raise self._failed(proto, err)
+        finally:
+            lock.release()
 
-    def _invoke(self, method, *args):
-        """Run one core method (it checks its arguments, sends and reads); as _call."""
-        with self._lock:
+    def _job_call(self, verb, jid, ok):
+        """``<verb> <jid>`` in one core call (it checks jid): None on ``ok``, else the reply."""
+        lock = self._lock
+        lock.acquire()
+        try:
             proto = self._proto
             if proto is None:
-                raise SocketError("connection is closed; call reconnect()")
+                raise self._closed()
             try:
-                return getattr(proto, method)(*args)
-            except (InvalidArgument, InvalidType):
-                raise       # refused before a byte was sent: the connection is fine
-            except OSError as err:
-                self._drop(proto)
-                raise SocketError(err) from err
-            except BaseException:
-                self._drop(proto)
-                raise
+                return proto.job_command(verb, jid, ok)
+            except BaseException as err:
+                raise self._failed(proto, err)
+        finally:
+            lock.release()
 
     def _body_of(self, data, cmd, ok):
         status, args, body = self._call(data)
@@ -295,20 +323,18 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        with self._lock:     # _invoke inlined: the hottest call of a producer
+        lock = self._lock
+        lock.acquire()
+        try:
             proto = self._proto
             if proto is None:
-                raise SocketError("connection is closed; call reconnect()")
+                raise self._closed()
             try:
                 reply = proto.put(body, priority, delay, ttr, self._encoding)
-            except (InvalidArgument, InvalidType):
-                raise
-            except OSError as err:
-                self._drop(proto)
-                raise SocketError(err) from err
-            except BaseException:
-                self._drop(proto)
-                raise
+            except BaseException as err:
+                raise self._failed(proto, err)
+        finally:
+            lock.release()
         if reply.__class__ is int:
             return reply
         raise _error("put", reply)
@@ -340,18 +366,15 @@ class Connection:
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds
         (forever if None). Return a Job, or None on timeout; raise DeadlineSoon."""
         if timeout is None:
-            reply = self._call(b"reserve\r\n", True)
+            reply = self._reserve(b"reserve\r\n", None)
             cmd = "reserve"
         else:
             if timeout.__class__ is not int or not 0 <= timeout <= 4294967295:
                 timeout = _check_timeout(timeout)
-            reply = self._call(b"reserve-with-timeout %d\r\n" % timeout, True, timeout)
+            reply = self._reserve(b"reserve-with-timeout %d\r\n" % timeout, timeout)
             cmd = "reserve-with-timeout"
-        if reply[0] == b"RESERVED":
-            args = reply[1]
-            if len(args) == 2 and args[0].isdigit():
-                return Job(self, int(args[0]), reply[2], True)
-            raise _error(cmd, reply)
+        if len(reply) == 2:
+            return Job(self, reply[0], reply[1], True)
         if reply[0] == b"TIMED_OUT":
             return None
         if reply[0] == b"DEADLINE_SOON":
@@ -404,7 +427,7 @@ class Connection:
 
     def delete(self, jid: JobRef) -> None:
         """Delete the job ``jid``."""
-        reply = self._invoke("job_command", b"delete", jid, b"DELETED")
+        reply = self._job_call(b"delete", jid, b"DELETED")
         if reply is not None:
             raise _error("delete", reply)
 
@@ -422,7 +445,7 @@ class Connection:
 
     def touch(self, jid: JobRef) -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        reply = self._invoke("job_command", b"touch", jid, b"TOUCHED")
+        reply = self._job_call(b"touch", jid, b"TOUCHED")
         if reply is not None:
             raise _error("touch", reply)
 
@@ -435,7 +458,7 @@ class Connection:
 
     def kick_job(self, jid: JobRef) -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        reply = self._invoke("job_command", b"kick-job", jid, b"KICKED")
+        reply = self._job_call(b"kick-job", jid, b"KICKED")
         if reply is not None:
             raise _error("kick-job", reply)
 
@@ -494,7 +517,7 @@ class Connection:
         with self._lock:
             proto = self._proto
             if proto is None:
-                raise SocketError("connection is closed; call reconnect()")
+                raise self._closed()
             timed = wait is not None and self._socket_timeout is not None
             if timed:
                 proto.sock.settimeout(wait + self._socket_timeout)

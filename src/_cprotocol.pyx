@@ -27,7 +27,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
 
-CORE_API = 3
+CORE_API = 4
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -572,6 +572,19 @@ cdef class Protocol:
     def call(self, data):
         self._sendall(data)
         return self._read_reply()
+
+    def reserve(self, data):
+        cdef ReplyReader r = self._reader
+        self._sendall(data)
+        while not r._parse():
+            self._fill()
+        if (r._ntok == 3 and r._tok_is(0, b"RESERVED")
+                and _all_digits(r._buf + r._tok[1], r._tlen[1])):
+            jid = _digits_int(r._buf + r._tok[1], r._tlen[1])
+            body = PyBytes_FromStringAndSize(r._buf + r._body, r._body_len)
+            r._consume()
+            return (jid, body)
+        return r._reply()
 
     def job_command(self, verb, jid, ok):
         cdef ReplyReader r = self._reader

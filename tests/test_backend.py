@@ -90,7 +90,7 @@ PUBLIC = ["BIG_BODY", "CORE_API", "MAX_LINE", "Protocol", "READ_SIZE", "RESERVE_
           "UINT64_MAX", "WINDOW_BYTES", "WINDOW_ITEMS", "check_body", "check_jid", "check_tube", "check_uint32",
           "encode_put", "parse_yaml"]
 METHODS = {"ReplyReader": ["clear", "feed", "gets"],
-           "Protocol": ["call", "job_command", "jobs_many", "put", "put_many", "read_reply", "reserve_many", "send"]}
+           "Protocol": ["call", "job_command", "jobs_many", "put", "put_many", "read_reply", "reserve", "reserve_many", "send"]}
 
 
 def test_pure_public_names():

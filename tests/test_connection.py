@@ -51,6 +51,11 @@ class Recorder:
         self.replies.append(reply)
         return reply
 
+    def reserve(self, data):
+        reply = self.proto.reserve(data)
+        self.replies.append(reply)
+        return reply
+
 
 def record(c):
     rec = Recorder(c._proto)
@@ -1017,9 +1022,9 @@ class HeldFailure:
         self.sock = proto.sock
         self.release = threading.Event()
 
-    def call(self, data):
+    def reserve(self, data):
         try:
-            return self.proto.call(data)
+            return self.proto.reserve(data)
         except BaseException:
             self.release.wait(10)
             raise

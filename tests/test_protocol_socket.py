@@ -74,6 +74,28 @@ def test_call_sends_and_reads(impl, pair):
     assert b.recv(100) == b"stats\r\n"
 
 
+@pytest.mark.parametrize("reply, expected", [
+    (b"RESERVED 12 5\r\nhello\r\n", (12, b"hello")),
+    (b"RESERVED 123456789012345678901 0\r\n\r\n", (123456789012345678901, b"")),
+    (b"RESERVED 12 7\r\nhe\r\nllo\r\n", (12, b"he\r\nllo")),
+    (b"RESERVED x1 1\r\na\r\n", (b"RESERVED", (b"x1", b"1"), b"a")),     # not a job id: the reply
+    (b"RESERVED -1 1\r\na\r\n", (b"RESERVED", (b"-1", b"1"), b"a")),
+    (b"TIMED_OUT\r\n", (b"TIMED_OUT", (), None)),
+    (b"DEADLINE_SOON\r\n", (b"DEADLINE_SOON", (), None)),
+    (b"FOUND 3 1\r\nz\r\n", (b"FOUND", (b"3", b"1"), b"z")),
+])
+def test_reserve_returns_jid_and_body_or_the_reply(impl, pair, reply, expected):
+    a, b = pair
+    proto = impl.Protocol(a)
+    t = peer(drip, b, reply + b"INSERTED 1\r\n")
+    result = proto.reserve(b"reserve-with-timeout 0\r\n")
+    assert result == expected
+    assert type(result[0]) is type(expected[0])
+    assert proto.read_reply() == (b"INSERTED", (b"1",), None)    # the stream stays in sync
+    assert b.recv(100) == b"reserve-with-timeout 0\r\n"
+    t.join()
+
+
 def test_big_body_in_small_pieces(impl, pair):
     a, b = pair
     proto = impl.Protocol(a, read_size=1000)
