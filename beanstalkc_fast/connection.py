@@ -4,9 +4,6 @@ All reply semantics live here: which status is success, which is a documented
 failure (``CommandFailed``) and which is unexpected (``UnexpectedResponse``).
 The protocol core (compiled or pure) only frames bytes.
 """
-from __future__ import annotations
-
-import socket
 import _thread
 
 from . import _backend
@@ -16,7 +13,7 @@ from .exceptions import (BatchError, BeanstalkcException, CommandFailed, Deadlin
 __all__ = ["Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:   # annotations only: importing typing would double this package's import time
+if TYPE_CHECKING:   # annotations are strings, for mypy only: typing (or __future__) costs import time
     from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
     Body = Union[str, bytes, bytearray, memoryview]
     PutItem = Union[Body, Tuple[Body], Tuple[Body, int], Tuple[Body, int, int], Tuple[Body, int, int, int]]
@@ -101,9 +98,9 @@ class Connection:
     _core = _backend.impl   # the protocol core module; tests swap it to run both backends
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 parse_yaml: Union[bool, Callable[[str], Any]] = True,
-                 connect_timeout: Optional[float] = _SOCKET_DEFAULT,  # type: ignore[assignment]
-                 *, encoding: Optional[str] = "utf-8", socket_timeout: Optional[float] = None) -> None:
+                 parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
+                 connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
+                 *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None) -> None:
         if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
             raise InvalidType("parse_yaml must be True, False or a callable")
         if encoding is not None:
@@ -114,16 +111,16 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         self._encoding = encoding
-        self._proto: Any = None
+        self._proto: "Any" = None
         self._lock = _thread.allocate_lock()   # looked up now: gevent patches it
         self._using = "default"
         self._watching = ["default"]
         self.connect()
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> "Connection":
         return self
 
-    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+    def __exit__(self, exc_type: "Any", exc_value: "Any", traceback: "Any") -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -138,6 +135,7 @@ class Connection:
 
     def connect(self) -> None:
         """Connect to the server (closing any previous socket first)."""
+        import socket   # here, not at the top: it is two thirds of this package's import time
         self.close()
         timeout = self._connect_timeout
         if timeout is _SOCKET_DEFAULT:
@@ -174,7 +172,7 @@ class Connection:
                 # bytes. Only shut the socket down: that wakes the thread (close() alone does
                 # not), its command fails with SocketError and it closes the socket itself.
                 try:
-                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.shutdown(2)    # socket.SHUT_RDWR
                 except Exception:
                     pass
                 return
@@ -318,7 +316,7 @@ class Connection:
 
     # -- producer --
 
-    def put(self, body: Body, priority: int = DEFAULT_PRIORITY, delay: int = 0, ttr: int = DEFAULT_TTR) -> int:
+    def put(self, body: "Body", priority: int = DEFAULT_PRIORITY, delay: int = 0, ttr: int = DEFAULT_TTR) -> int:
         """Put a job into the used tube; return its id.
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
@@ -362,7 +360,7 @@ class Connection:
             return Job(self, _int_arg(cmd, reply), body, reserved)
         raise _error(cmd, (status, args))
 
-    def reserve(self, timeout: Optional[float] = None) -> Optional[Job]:
+    def reserve(self, timeout: "Optional[float]" = None) -> "Optional[Job]":
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds
         (forever if None). Return a Job, or None on timeout; raise DeadlineSoon."""
         if timeout is None:
@@ -381,7 +379,7 @@ class Connection:
             raise DeadlineSoon([])
         raise _error(cmd, reply)
 
-    def reserve_job(self, jid: JobRef) -> Job:
+    def reserve_job(self, jid: "JobRef") -> "Job":
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
         return self._job(self._call(b"reserve-job %d\r\n" % self._core.check_jid(jid)), "reserve-job", True)
 
@@ -410,11 +408,11 @@ class Connection:
             return 1
         raise _error("ignore", (status, args))
 
-    def watching(self) -> YAMLResult:
+    def watching(self) -> "YAMLResult":
         """Return the list of watched tubes."""
         return self._yaml(b"list-tubes-watched\r\n", "list-tubes-watched")
 
-    def tubes(self) -> YAMLResult:
+    def tubes(self) -> "YAMLResult":
         """Return the list of all existing tubes."""
         return self._yaml(b"list-tubes\r\n", "list-tubes")
 
@@ -425,25 +423,25 @@ class Connection:
         if status != ok and not (cmd == "release" and status == b"BURIED"):
             raise _error(cmd, (status, args))
 
-    def delete(self, jid: JobRef) -> None:
+    def delete(self, jid: "JobRef") -> None:
         """Delete the job ``jid``."""
         reply = self._job_call(b"delete", jid, b"DELETED")
         if reply is not None:
             raise _error("delete", reply)
 
-    def release(self, jid: JobRef, priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+    def release(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
         core = self._core
         self._job_command(b"release %d %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority"),
                                                       core.check_uint32(delay, "delay")), "release", b"RELEASED")
 
-    def bury(self, jid: JobRef, priority: int = DEFAULT_PRIORITY) -> None:
+    def bury(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury the reserved job ``jid``."""
         core = self._core
         self._job_command(b"bury %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority")),
                           "bury", b"BURIED")
 
-    def touch(self, jid: JobRef) -> None:
+    def touch(self, jid: "JobRef") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
         reply = self._job_call(b"touch", jid, b"TOUCHED")
         if reply is not None:
@@ -456,7 +454,7 @@ class Connection:
             raise _error("kick", (status, args))
         return _int_arg("kick", (status, args))
 
-    def kick_job(self, jid: JobRef) -> None:
+    def kick_job(self, jid: "JobRef") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
         reply = self._job_call(b"kick-job", jid, b"KICKED")
         if reply is not None:
@@ -468,33 +466,33 @@ class Connection:
             return None
         return self._job(reply, cmd, False)
 
-    def peek(self, jid: JobRef) -> Optional[Job]:
+    def peek(self, jid: "JobRef") -> "Optional[Job]":
         """Return the job ``jid`` (not reserved), or None."""
         return self._peek(b"peek %d\r\n" % self._core.check_jid(jid), "peek")
 
-    def peek_ready(self) -> Optional[Job]:
+    def peek_ready(self) -> "Optional[Job]":
         """Return the next ready job of the used tube, or None."""
         return self._peek(b"peek-ready\r\n", "peek-ready")
 
-    def peek_delayed(self) -> Optional[Job]:
+    def peek_delayed(self) -> "Optional[Job]":
         """Return the delayed job of the used tube with the shortest delay left, or None."""
         return self._peek(b"peek-delayed\r\n", "peek-delayed")
 
-    def peek_buried(self) -> Optional[Job]:
+    def peek_buried(self) -> "Optional[Job]":
         """Return the next buried job of the used tube, or None."""
         return self._peek(b"peek-buried\r\n", "peek-buried")
 
     # -- stats and admin --
 
-    def stats(self) -> YAMLResult:
+    def stats(self) -> "YAMLResult":
         """Return the server's statistics (a dict with ``parse_yaml=True``)."""
         return self._yaml(b"stats\r\n", "stats")
 
-    def stats_tube(self, name: str) -> YAMLResult:
+    def stats_tube(self, name: str) -> "YAMLResult":
         """Return the statistics of the tube ``name``."""
         return self._yaml(b"stats-tube %s\r\n" % self._core.check_tube(name), "stats-tube")
 
-    def stats_job(self, jid: JobRef) -> YAMLResult:
+    def stats_job(self, jid: "JobRef") -> "YAMLResult":
         """Return the statistics of the job ``jid``."""
         return self._yaml(b"stats-job %d\r\n" % self._core.check_jid(jid), "stats-job")
 
@@ -553,8 +551,8 @@ class Connection:
             raise BatchError([outcome(r) for r in results])
         return results
 
-    def put_many(self, items: Iterable[PutItem], priority: int = DEFAULT_PRIORITY, delay: int = 0,
-                 ttr: int = DEFAULT_TTR) -> List[int]:
+    def put_many(self, items: "Iterable[PutItem]", priority: int = DEFAULT_PRIORITY, delay: int = 0,
+                 ttr: int = DEFAULT_TTR) -> "List[int]":
         """Put many jobs, pipelined; return their ids in order.
 
         ``items`` is any iterable (streamed in windows) of bodies or tuples
@@ -584,26 +582,26 @@ class Connection:
                     if isinstance(item, Job) and (result is None or result[0] == b"BURIED"):
                         item.reserved = False
 
-    def delete_many(self, jids: Iterable[JobRef]) -> None:
+    def delete_many(self, jids: "Iterable[JobRef]") -> None:
         """Delete many jobs (ids or Jobs), pipelined."""
         self._jobs_many("delete", b"delete %d\r\n", (), b"DELETED", jids)
 
-    def release_many(self, jids: Iterable[JobRef], priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+    def release_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release many reserved jobs (ids or Jobs), pipelined."""
         core = self._core
         args = (core.check_uint32(priority, "priority"), core.check_uint32(delay, "delay"))
         self._jobs_many("release", b"release %d %d %d\r\n", args, b"RELEASED", jids)
 
-    def bury_many(self, jids: Iterable[JobRef], priority: int = DEFAULT_PRIORITY) -> None:
+    def bury_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury many reserved jobs (ids or Jobs), pipelined."""
         args = (self._core.check_uint32(priority, "priority"),)
         self._jobs_many("bury", b"bury %d %d\r\n", args, b"BURIED", jids)
 
-    def touch_many(self, jids: Iterable[JobRef]) -> None:
+    def touch_many(self, jids: "Iterable[JobRef]") -> None:
         """Touch many reserved jobs (ids or Jobs), pipelined."""
         self._jobs_many("touch", b"touch %d\r\n", (), b"TOUCHED", jids)
 
-    def reserve_many(self, n: int, timeout: float = 0) -> List[Job]:
+    def reserve_many(self, n: int, timeout: float = 0) -> "List[Job]":
         """Reserve up to ``n`` jobs: wait up to ``timeout`` seconds for the first, then take
         what is ready without waiting. Return a list of Jobs (``[]`` when none came).
 
@@ -688,11 +686,11 @@ class Job:
     body that does not decode never loses the job: it can still be buried or deleted.
     """
 
-    def __init__(self, conn: Connection, jid: int, body: Body, reserved: bool = True) -> None:
+    def __init__(self, conn: "Connection", jid: int, body: "Body", reserved: bool = True) -> None:
         self.conn = conn
         self.jid = jid
         self.reserved = reserved
-        self._body: Union[str, bytes, None]
+        self._body: "Union[str, bytes, None]"
         if body.__class__ is bytes:     # the common case first: a job from the server
             self._body = None
             self.body_bytes = body
@@ -705,14 +703,14 @@ class Job:
             self.body_bytes = bytes(body)
 
     @property
-    def body(self) -> Union[str, bytes]:
+    def body(self) -> "Union[str, bytes]":
         if self._body is None:
             encoding = getattr(self.conn, "_encoding", "utf-8")
             self._body = self.body_bytes if encoding is None else self.body_bytes.decode(encoding)
         return self._body
 
     @body.setter
-    def body(self, value: Body) -> None:
+    def body(self, value: "Body") -> None:
         Job.__init__(self, self.conn, self.jid, value, self.reserved)
 
     def __repr__(self) -> str:
@@ -729,13 +727,13 @@ class Job:
         self.conn.delete(self.jid)
         self.reserved = False
 
-    def release(self, priority: Optional[int] = None, delay: int = 0) -> None:
+    def release(self, priority: "Optional[int]" = None, delay: int = 0) -> None:
         """Release this job if reserved; ``priority=None`` keeps its current priority."""
         if self.reserved:
             self.conn.release(self.jid, self._priority() if priority is None else priority, delay)
             self.reserved = False
 
-    def bury(self, priority: Optional[int] = None) -> None:
+    def bury(self, priority: "Optional[int]" = None) -> None:
         """Bury this job if reserved; ``priority=None`` keeps its current priority."""
         if self.reserved:
             self.conn.bury(self.jid, self._priority() if priority is None else priority)
@@ -750,6 +748,6 @@ class Job:
         if self.reserved:
             self.conn.touch(self.jid)
 
-    def stats(self) -> YAMLResult:
+    def stats(self) -> "YAMLResult":
         """Return the statistics of this job."""
         return self.conn.stats_job(self.jid)

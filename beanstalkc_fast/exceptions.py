@@ -3,8 +3,6 @@
 Defined once, here, and imported by both protocol cores, so that the compiled
 and the pure-Python backends raise the very same classes.
 """
-import socket
-
 __all__ = [
     "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon",
     "SocketError", "ProtocolError", "InvalidArgument", "InvalidType", "BatchError",
@@ -55,7 +53,7 @@ class SocketError(BeanstalkcException):
         """Call ``wrapped_function(*args, **kwargs)``, turning ``OSError`` into ``SocketError``."""
         try:
             return wrapped_function(*args, **kwargs)
-        except socket.error as err:
+        except OSError as err:
             raise SocketError(err) from err
 
 

@@ -14,7 +14,6 @@ import time
 import pytest
 
 from beanstalkc_fast import SocketError
-from beanstalkc_fast import connection as connection_module
 
 GUARD = 15.0
 
@@ -173,7 +172,7 @@ def watched_conn(make_conn, monkeypatch, tube):
     c = make_conn(socket_timeout=5)
     c._lock = OwnedLock()
     holder["conn"] = c
-    monkeypatch.setattr(connection_module.socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket, "create_connection", create_connection)   # connect() imports socket itself
     c.reconnect()
     c.use(tube)
     c.watch(tube)
