@@ -157,6 +157,12 @@ class ReplyReader:
                 raise ProtocolError("reply body not followed by CRLF")
             body = bytes(buf[nxt:end])
             nxt = end + 2
+        self._advance(nxt)
+        return (status, tuple(parts[1:]), body)
+
+    def _advance(self, nxt):
+        # Consume up to nxt; drop consumed bytes once there are many, or none are left.
+        buf = self._buf
         if nxt == len(buf):
             buf.clear()
             nxt = 0
@@ -164,7 +170,16 @@ class ReplyReader:
             del buf[:nxt]
             nxt = 0
         self._pos = nxt
-        return (status, tuple(parts[1:]), body)
+
+    def _lines(self, n):
+        """Up to ``n`` complete lines from the buffer, unconsumed (a fast path for batches
+        of body-less replies: the caller consumes those it recognises with _advance)."""
+        buf = self._buf
+        end = buf.rfind(b"\r\n", self._pos)
+        if end < 0:
+            return ()
+        lines = bytes(buf[self._pos:end]).split(b"\r\n")
+        return lines[:n] if len(lines) > n else lines
 
 
 # -- I/O ------------------------------------------------------------------------
@@ -184,6 +199,8 @@ class Protocol:
         self._recv = sock.recv
         self._read_size = read_size
         self._reader = ReplyReader()
+        self.window = WINDOW_ITEMS              # commands per pipelined window (settable)
+        self.reserve_window = RESERVE_WINDOW    # reserves per window (settable)
 
     def send(self, data):
         self._sendall(data)
@@ -234,26 +251,46 @@ class Protocol:
 
     def _read_into(self, n, results, ok):
         """Read ``n`` replies; an ``ok`` status appends None, anything else the reply."""
-        bad = 0
-        read_reply = self.read_reply
-        for _ in range(n):
-            reply = read_reply()
-            if reply[0] == ok:
-                results.append(None)
-            else:
-                results.append(reply)
-                bad += 1
-        return bad
+        return self._read_many(n, results, ok)
 
     def _read_puts(self, n, results):
+        """Read ``n`` put replies; INSERTED appends the job id, anything else the reply."""
+        return self._read_many(n, results, None)
+
+    def _read_many(self, n, results, ok):
+        # The replies already buffered are split into lines at once and taken while they are
+        # plain successes (``ok``, or INSERTED <id> when ok is None); any other reply, or a
+        # buffer without a whole line, goes through read_reply(), which parses or waits.
         bad = 0
-        read_reply = self.read_reply
-        for _ in range(n):
-            status, args, _ = read_reply()
-            if status == b"INSERTED" and len(args) == 1 and args[0].isdigit():
-                results.append(int(args[0]))
+        reader = self._reader
+        append = results.append
+        limit = reader._max_line
+        while n > 0:
+            pos = reader._pos
+            for line in reader._lines(n):
+                if len(line) > limit:
+                    break
+                if ok is None:
+                    if line[:9] != b"INSERTED " or not line[9:].isdigit():
+                        break
+                    append(int(line[9:]))
+                elif line != ok:
+                    break
+                else:
+                    append(None)
+                pos += len(line) + 2
+                n -= 1
+            reader._advance(pos)
+            if n <= 0:
+                break
+            reply = self.read_reply()
+            n -= 1
+            if ok is None and reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
+                append(int(reply[1][0]))
+            elif ok is not None and reply[0] == ok:
+                append(None)
             else:
-                results.append((status, args, None))
+                append(reply)
                 bad += 1
         return bad
 
@@ -263,10 +300,17 @@ class Protocol:
         Appends a job id (int) or the failing reply per item to ``results``;
         returns the number of failed items.
         """
+        try:    # bytes items with valid defaults need no per-item checks: their head is this % size
+            head_of = b"put %d %d %d %%d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
+                                                 check_uint32(ttr, "ttr"))
+        except (InvalidArgument, InvalidType):
+            head_of = None      # each item then reports the bad default, as the compiled core does
         if isinstance(items, (list, tuple)):
             for i, item in enumerate(items):        # validate the whole sequence first
-                _put_command(item, priority, delay, ttr, encoding, i)
+                if item.__class__ is not bytes or head_of is None:
+                    _put_command(item, priority, delay, ttr, encoding, i)
         it = iter(items)
+        window = self.window
         bad = 0
         pending = 0
         count = 0
@@ -277,7 +321,11 @@ class Protocol:
             n = 0
             try:
                 for item in it:
-                    head, body = _put_command(item, priority, delay, ttr, encoding, count)
+                    if item.__class__ is bytes and head_of is not None:
+                        body = item
+                        head = head_of % len(body)
+                    else:
+                        head, body = _put_command(item, priority, delay, ttr, encoding, count)
                     count += 1
                     n += 1
                     if len(body) >= BIG_BODY:
@@ -290,7 +338,7 @@ class Protocol:
                         buf += head
                         buf += body
                         buf += b"\r\n"
-                    if n >= WINDOW_ITEMS or len(buf) + big >= WINDOW_BYTES:
+                    if n >= window or len(buf) + big >= WINDOW_BYTES:
                         break
             except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_puts(pending, results)
@@ -314,6 +362,7 @@ class Protocol:
             for i, item in enumerate(items):
                 _index_error(check_jid, item, i)
         it = iter(items)
+        window = self.window
         bad = 0
         pending = 0
         count = 0
@@ -325,7 +374,7 @@ class Protocol:
                     buf += template % ((_index_error(check_jid, item, count),) + args)
                     count += 1
                     n += 1
-                    if n >= WINDOW_ITEMS:
+                    if n >= window:
                         break
             except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_into(pending, results, ok)
@@ -352,7 +401,7 @@ class Protocol:
         left = n - 1
         bad = 0
         while left > 0:
-            k = left if left < RESERVE_WINDOW else RESERVE_WINDOW
+            k = max(1, min(left, self.reserve_window))
             self._sendall(b"reserve-with-timeout 0\r\n" * k)
             left -= k
             stop = False

@@ -68,7 +68,7 @@ def _yaml_load(text):
 class FastClient:
     rows = ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many")
 
-    def __init__(self, core, host, port, tube, body, batch):
+    def __init__(self, core, host, port, tube, body, batch, window=None):
         self._saved = beanstalkc_fast.Connection._core
         beanstalkc_fast.Connection._core = core
         try:
@@ -79,6 +79,8 @@ class FastClient:
         self.c.use(tube)
         self.c.watch(tube)
         self.c.ignore("default")
+        if window:      # the library's pipelining window (default: the core's WINDOW_ITEMS, RESERVE_WINDOW)
+            self.c._proto.window = self.c._proto.reserve_window = window
         self.body = body
         self.batch = batch
         self.bodies = [body] * batch
@@ -482,7 +484,7 @@ class Bench:
             for name, factory, variants in clients:
                 if row not in factory.rows:
                     continue
-                for variant in variants:
+                for variant in (variants if batch else [None]):     # windows matter to batches only
                     runners.append((name, variant, factory))
             samples = {(name, variant): [] for name, variant, _ in runners}
             for rep in range(1, args.repeat + 1):
@@ -508,10 +510,11 @@ class Bench:
                     entry["window"] = variant
                 if name not in best or entry["ops_per_s"] > best[name]["ops_per_s"]:
                     best[name] = entry
-            if "raw pipelined" in best:
+            for name in best:
                 windows = {v: n / statistics.median(r[0] for r in runs)
-                           for (name, v), runs in samples.items() if name == "raw pipelined"}
-                best["raw pipelined"]["window_sweep"] = {str(k): v for k, v in sorted(windows.items())}
+                           for (who, v), runs in samples.items() if who == name and v is not None}
+                if len(windows) > 1:
+                    best[name]["window_sweep"] = {str(k): v for k, v in sorted(windows.items())}
             row_results = [best[name] for name, _, _ in clients if name in best]
             _add_ratios(row_results)
             results.extend(row_results)
@@ -628,6 +631,12 @@ def markdown(results, imports, meta):
             r["label"], client, "{:,.0f}".format(r["ops_per_s"]), r["us_per_op"], r["cpu_us_per_op"],
             r["server_cpu_us_per_op"], "-" if switches is None else "%.2f" % switches,
             _fmt_ratio(r["vs_greenstalk"]), _fmt_ratio(r["vs_python"]), _fmt_ratio(r["vs_raw"], pct=True)))
+    sweeps = [r for r in results if "window_sweep" in r]
+    if sweeps:
+        lines += ["", "Window sweeps (jobs/s per window; the table shows the best):"]
+        for r in sweeps:
+            lines.append("- %s, %s: %s" % (r["label"], r["client"], ", ".join(
+                "%s: %s" % (w, "{:,.0f}".format(v)) for w, v in r["window_sweep"].items())))
     lines += ["", "vs raw: single rows against the raw socket client (floor), batch rows against the raw",
               "pipelined client (ceiling, best window). reserve+delete rows count one op per job.",
               "Server CPU is beanstalkd's rusage; server switches/op are its context switches (Linux): on one",
@@ -755,6 +764,8 @@ def _parser():
                         "has reserved, so large reserve batches measure the server)")
     p.add_argument("--repeat", type=int, help="repetitions per measurement, medians reported; default 5, quick 3")
     p.add_argument("--windows", help="raw pipelined window sizes to sweep, comma-separated")
+    p.add_argument("--lib-windows", help="beanstalkc_fast pipelining windows to sweep in the batch rows, comma-"
+                                         "separated (default: the library's own; they matter when --batch exceeds them)")
     p.add_argument("--body-size", type=int, default=100, help="job body size in bytes (default 100)")
     p.add_argument("--clients", help="comma-separated subset of: cython, python, greenstalk, beanstalkc3, pystalk, "
                                      "raw, pipelined")
@@ -768,7 +779,7 @@ def _parser():
     return p
 
 
-def _clients(selected, log):
+def _clients(selected, log, lib_windows=(None,)):
     """[(name, factory, variants)] of the available clients, in display order."""
     compiled = _backend._load_compiled()
     out = []
@@ -776,9 +787,9 @@ def _clients(selected, log):
         if compiled is None:
             log("note: beanstalkc_fast._cprotocol is not built (or stale): no cython rows")
         else:
-            out.append(("beanstalkc_fast[cython]", _Partial(FastClient, compiled), [None]))
+            out.append(("beanstalkc_fast[cython]", _Partial(FastClient, compiled), list(lib_windows)))
     if "python" in selected:
-        out.append(("beanstalkc_fast[python]", _Partial(FastClient, _pyprotocol), [None]))
+        out.append(("beanstalkc_fast[python]", _Partial(FastClient, _pyprotocol), list(lib_windows)))
     for key, name, cls, module in (("greenstalk", "greenstalk", GreenstalkClient, "greenstalk"),
                                    ("beanstalkc3", "beanstalkc3", Beanstalkc3Client, "beanstalkc"),
                                    ("pystalk", "pystalk", PystalkClient, "pystalk")):
@@ -863,6 +874,9 @@ def main(argv=None, prog=None):
         ([32, 128, 512, 2048] if quick else [16, 32, 64, 128, 256, 512, 1024, 2048, 4096])
     # a window never exceeds a batch
     windows = sorted({min(w, args.batch) for w in windows if w > 0})
+    lib_windows = sorted({int(w) for w in args.lib_windows.split(",")}) if args.lib_windows else [None]
+    if None not in lib_windows and min(lib_windows) < 1:
+        parser.error("--lib-windows must be positive")
     all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined"]
     selected = set(args.clients.split(",")) if args.clients else set(all_clients)
     args.rows = set(args.rows.split(",")) if args.rows else {r[0] for r in ROWS}
@@ -894,7 +908,7 @@ def main(argv=None, prog=None):
         pinning = "unpinned" if args.no_pin else _pin(args.cpu, server_pid, log, restore)
         log(pinning)
 
-        clients = _clients(selected, log)
+        clients = _clients(selected, log, lib_windows)
         if "raw" in selected:
             clients.append(("raw socket", RawClient, [None]))
         if "pipelined" in selected:
@@ -926,7 +940,7 @@ def main(argv=None, prog=None):
         "summary": "Python %s, %s, median of %d, body %d B, batch %d" % (
             sys.version.split()[0], pinning, args.repeat, args.body_size, args.batch),
         "python": sys.version, "pinning": pinning, "repeat": args.repeat, "ops": args.ops,
-        "batch_ops": args.batch_ops, "batch": args.batch, "body_size": args.body_size, "windows": windows,
+        "batch_ops": args.batch_ops, "batch": args.batch, "body_size": args.body_size, "windows": windows, "lib_windows": lib_windows,
         "backend_default": beanstalkc_fast.BACKEND, "elapsed_s": elapsed, "notes": notes,
     }
     table = markdown(results, imports, meta)

@@ -520,6 +520,8 @@ cdef class Protocol:
         self._recv_into = sock.recv_into
         self._read_size = read_size if read_size > 0 else 1
         self._reader = ReplyReader()
+        self.window = C_WINDOW_ITEMS
+        self.reserve_window = C_RESERVE_WINDOW
 
     def __dealloc__(self):
         PyMem_Free(self._wbuf)
@@ -747,7 +749,7 @@ cdef class Protocol:
                         seg = self._wlen
                         big += size
                     self._wwrite(b"\r\n", 2)
-                    if n >= C_WINDOW_ITEMS or self._wlen - seg + big >= C_WINDOW_BYTES:
+                    if n >= self.window or self._wlen - seg + big >= C_WINDOW_BYTES:
                         break
             except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_puts(pending, results)
@@ -805,7 +807,7 @@ cdef class Protocol:
                         self._wwrite(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
                     count += 1
                     n += 1
-                    if n >= C_WINDOW_ITEMS:
+                    if n >= self.window:
                         break
             except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
                 bad += self._read_into(pending, results, okb)
@@ -834,7 +836,9 @@ cdef class Protocol:
         results.append(reply)
         left = n - 1
         while left > 0:
-            k = left if left < C_RESERVE_WINDOW else C_RESERVE_WINDOW
+            k = left if left < self.reserve_window else self.reserve_window
+            if k < 1:
+                k = 1
             self._sendall(_RESERVE0 * k)
             _give_way()
             left -= k

@@ -38,6 +38,8 @@ cdef class Protocol:
     cdef char *_wbuf                        # batch window being encoded (PyMem_Malloc'd)
     cdef Py_ssize_t _wlen                   # bytes used in _wbuf
     cdef Py_ssize_t _wcap                   # allocated size of _wbuf
+    cdef public Py_ssize_t window           # commands per pipelined window (WINDOW_ITEMS)
+    cdef public Py_ssize_t reserve_window   # reserves per window (RESERVE_WINDOW)
 
     cdef int _fill(self) except -1
     cdef object _read_reply(self)
