@@ -620,7 +620,8 @@ def _fmt_ratio(x, pct=False):
 
 
 def markdown(results, imports, meta):
-    lines = ["Benchmark: %s" % meta["summary"], "",
+    lines = ["Benchmark: %s" % meta["summary"], ""] + (
+        ["Command: `%s`" % meta["command"], ""] if meta.get("command") else []) + [
              "| row | client | ops/s | us/op | client CPU us/op | server CPU us/op | server switches/op "
              "| vs greenstalk | vs python | vs raw |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -734,7 +735,7 @@ def chart(results, imports, meta, path):
         ax.invert_yaxis()
         ax.set_xlim(0, max(i["ms"] for i in imports) * 1.3)
         ax.set_title("import time in a fresh interpreter (ms, lower is better)", fontsize=11)
-        ax.legend(fontsize=9, loc="lower right")
+        ax.legend(fontsize=9, loc="upper right")
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[used:]:
         ax.axis("off")
@@ -940,8 +941,10 @@ def main(argv=None, prog=None):
         "summary": "Python %s, %s, median of %d, body %d B, batch %d" % (
             sys.version.split()[0], pinning, args.repeat, args.body_size, args.batch),
         "python": sys.version, "pinning": pinning, "repeat": args.repeat, "ops": args.ops,
-        "batch_ops": args.batch_ops, "batch": args.batch, "body_size": args.body_size, "windows": windows, "lib_windows": lib_windows,
-        "backend_default": beanstalkc_fast.BACKEND, "elapsed_s": elapsed, "notes": notes,
+        "batch_ops": args.batch_ops, "batch": args.batch, "body_size": args.body_size, "windows": windows,
+        "lib_windows": lib_windows, "backend_default": beanstalkc_fast.BACKEND, "elapsed_s": elapsed,
+        "notes": notes, "command": " ".join(["python -m beanstalkc_fast.bench"] + list(
+            sys.argv[1:] if argv is None else argv)),
     }
     table = markdown(results, imports, meta)
     sys.stdout.write(table)

@@ -38,6 +38,7 @@ def test_comparison_reports_every_client_row_and_window(tmp_path, capsys):
     assert "window" not in single       # windows are swept in batch rows only
     table = md.read_text()
     assert "| put_many | beanstalkc_fast[python] (w=" in table and "Window sweeps" in table
+    assert "Command: `python -m beanstalkc_fast.bench --no-pin --ops 40 " in table
 
 
 def test_import_times_with_and_without_socket():
