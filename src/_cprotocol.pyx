@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, binding=True
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True, embedsignature.format=clinic, binding=False
 """Compiled protocol core: the twin of ``beanstalkc_fast._pyprotocol``.
 
 Same names, signatures, results and exceptions as the pure-Python core; the
@@ -336,6 +336,11 @@ cdef object _put_item(object item, object priority, object delay, object ttr, ob
 # -- replies --------------------------------------------------------------------
 
 cdef class ReplyReader:
+    # binding=False keeps the import cheap; a clinic-style first line gives inspect the signature
+    """ReplyReader(max_line=1024)
+--
+
+"""
 
     def __cinit__(self, *args, **kw):
         self._cap = 4096
@@ -509,6 +514,10 @@ cdef class ReplyReader:
 # -- I/O ------------------------------------------------------------------------
 
 cdef class Protocol:
+    """Protocol(sock, read_size=65536)
+--
+
+"""
 
     def __cinit__(self, *args, **kw):
         self._wbuf = NULL
