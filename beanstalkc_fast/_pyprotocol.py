@@ -9,6 +9,8 @@ error) lives in the Python layer (``connection.py``).
 Everything here must behave exactly as ``src/_cprotocol.pyx`` does.
 """
 import re
+from itertools import chain, repeat
+from operator import attrgetter
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
@@ -25,6 +27,11 @@ BIG_BODY = 64 * 1024        # bodies from this size on are sent as they are, not
 
 # Statuses whose reply line announces a body, and the index of its size among the args.
 _BODY_SIZE_ARG = {b"RESERVED": 1, b"FOUND": 1, b"OK": 0}
+# Batch replies taken in runs: INSERTED ids of up to 20 digits (longer ones go the generic way,
+# which accepts any length under MAX_LINE), and bare success statuses.
+_INSERTED_RUN = re.compile(rb"(?:INSERTED [0-9]{1,20}\r\n)+")
+_INSERTED_ID = re.compile(rb"INSERTED ([0-9]{1,20})\r\n")
+_OK_RUNS: dict = {}   # ok status -> regex of a run of it
 _TUBE_RE = re.compile(rb"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}\Z")
 
 
@@ -171,18 +178,11 @@ class ReplyReader:
             nxt = 0
         self._pos = nxt
 
-    def _lines(self, n):
-        """Up to ``n`` complete lines from the buffer, unconsumed (a fast path for batches
-        of body-less replies: the caller consumes those it recognises with _advance)."""
-        buf = self._buf
-        end = buf.rfind(b"\r\n", self._pos)
-        if end < 0:
-            return ()
-        lines = bytes(buf[self._pos:end]).split(b"\r\n")
-        return lines[:n] if len(lines) > n else lines
-
 
 # -- I/O ------------------------------------------------------------------------
+
+_get_jid = attrgetter("jid")
+_give_way = getattr(__import__("os"), "sched_yield", lambda: None)
 
 class Protocol:
     """Buffered request/reply I/O over a connected socket, through its Python methods only.
@@ -258,31 +258,40 @@ class Protocol:
         return self._read_many(n, results, None)
 
     def _read_many(self, n, results, ok):
-        # The replies already buffered are split into lines at once and taken while they are
-        # plain successes (``ok``, or INSERTED <id> when ok is None); any other reply, or a
-        # buffer without a whole line, goes through read_reply(), which parses or waits.
+        # A run of plain successes already buffered (``ok``, or INSERTED <id> when ok is None)
+        # is taken at once by one regex match; any other reply, or a buffer without a whole
+        # reply, goes through read_reply(), which parses or waits.
         bad = 0
         reader = self._reader
         append = results.append
-        limit = reader._max_line
+        if ok is None:
+            run, size = _INSERTED_RUN, 0
+        else:
+            run = _OK_RUNS.get(ok)
+            if run is None:
+                run = _OK_RUNS[ok] = re.compile(b"(?:%s\r\n)+" % re.escape(ok))
+            size = len(ok) + 2
         while n > 0:
+            buf = reader._buf
             pos = reader._pos
-            for line in reader._lines(n):
-                if len(line) > limit:
-                    break
+            m = run.match(buf, pos)
+            if m is not None:
+                end = m.end()
                 if ok is None:
-                    if line[:9] != b"INSERTED " or not line[9:].isdigit():
-                        break
-                    append(int(line[9:]))
-                elif line != ok:
-                    break
+                    ids = _INSERTED_ID.findall(buf, pos, end)
+                    if len(ids) > n:
+                        del ids[n:]
+                        end = pos + sum(map(len, ids)) + 11 * n     # 11: "INSERTED " and CRLF
+                    results.extend(map(int, ids))
+                    n -= len(ids)
                 else:
-                    append(None)
-                pos += len(line) + 2
-                n -= 1
-            reader._advance(pos)
-            if n <= 0:
-                break
+                    k = min((end - pos) // size, n)
+                    results.extend([None] * k)
+                    end = pos + k * size
+                    n -= k
+                reader._advance(end)
+                if n <= 0:
+                    break
             reply = self.read_reply()
             n -= 1
             if ok is None and reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
@@ -293,6 +302,27 @@ class Protocol:
                 append(reply)
                 bad += 1
         return bad
+
+    def _pipeline(self, windows, results, ok):
+        """Send each (chunks, count) window of ``windows`` before reading the replies of the
+        previous one (``ok`` as for _read_many); return the number of failed replies."""
+        bad = pending = 0
+        while True:
+            try:
+                window = next(windows, None)
+            except Exception:   # a bad item, or the caller's iterator failed: that window is unsent
+                bad += self._read_many(pending, results, ok)
+                raise
+            if window is None:
+                break
+            chunks, n = window
+            self._flush(chunks)
+            _give_way()
+            bad += self._read_many(pending, results, ok)
+            pending = n
+        if pending:
+            _give_way()
+        return bad + self._read_many(pending, results, ok)
 
     def put_many(self, items, priority, delay, ttr, encoding, results):
         """Pipeline puts of ``items`` (bodies or (body[, pri[, delay[, ttr]]]) tuples).
@@ -305,53 +335,14 @@ class Protocol:
                                                  check_uint32(ttr, "ttr"))
         except (InvalidArgument, InvalidType):
             head_of = None      # each item then reports the bad default, as the compiled core does
+        args = (head_of, priority, delay, ttr, encoding, self.window)
         if isinstance(items, (list, tuple)):
+            if head_of is not None and set(map(type, items)) <= {bytes}:
+                return self._pipeline(_put_windows_of_bytes(items, *args), results, None)
             for i, item in enumerate(items):        # validate the whole sequence first
                 if item.__class__ is not bytes or head_of is None:
                     _put_command(item, priority, delay, ttr, encoding, i)
-        it = iter(items)
-        window = self.window
-        bad = 0
-        pending = 0
-        count = 0
-        while True:
-            chunks = []
-            buf = bytearray()
-            big = 0     # bytes of the big bodies held in chunks: they count towards the window too
-            n = 0
-            try:
-                for item in it:
-                    if item.__class__ is bytes and head_of is not None:
-                        body = item
-                        head = head_of % len(body)
-                    else:
-                        head, body = _put_command(item, priority, delay, ttr, encoding, count)
-                    count += 1
-                    n += 1
-                    if len(body) >= BIG_BODY:
-                        buf += head
-                        chunks.append(bytes(buf))
-                        chunks.append(body)
-                        big += len(body)
-                        buf = bytearray(b"\r\n")
-                    else:
-                        buf += head
-                        buf += body
-                        buf += b"\r\n"
-                    if n >= window or len(buf) + big >= WINDOW_BYTES:
-                        break
-            except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
-                bad += self._read_puts(pending, results)
-                raise
-            if buf:
-                chunks.append(buf)
-            if not n:
-                break
-            self._flush(chunks)
-            bad += self._read_puts(pending, results)
-            pending = n
-        bad += self._read_puts(pending, results)
-        return bad
+        return self._pipeline(_put_windows(iter(items), 0, *args), results, None)
 
     def jobs_many(self, items, template, args, ok, results):
         """Pipeline one job command per job id in ``items``: ``template % ((jid,) + args)``.
@@ -359,33 +350,14 @@ class Protocol:
         Appends None per ``ok`` reply, else the reply; returns the number of non-ok replies.
         """
         if isinstance(items, (list, tuple)):
+            jids = _valid_jids(items)
+            k = template.find(b"%d")
+            if jids is not None and k >= 0 and b"%" not in template[:k]:
+                line = template[:k] + b"%d" + (template[k + 2:] % args).replace(b"%", b"%%")
+                return self._pipeline(_job_windows_of_ids(jids, line, self.window), results, ok)
             for i, item in enumerate(items):
                 _index_error(check_jid, item, i)
-        it = iter(items)
-        window = self.window
-        bad = 0
-        pending = 0
-        count = 0
-        while True:
-            buf = bytearray()
-            n = 0
-            try:
-                for item in it:
-                    buf += template % ((_index_error(check_jid, item, count),) + args)
-                    count += 1
-                    n += 1
-                    if n >= window:
-                        break
-            except Exception:   # a bad item, or the caller's iterator failed: this window is unsent
-                bad += self._read_into(pending, results, ok)
-                raise
-            if not n:
-                break
-            self._sendall(buf)
-            bad += self._read_into(pending, results, ok)
-            pending = n
-        bad += self._read_into(pending, results, ok)
-        return bad
+        return self._pipeline(_job_windows(iter(items), template, args, self.window), results, ok)
 
     def reserve_many(self, n, first_command, results):
         """Send ``first_command`` (a reserve); on RESERVED pipeline ``reserve-with-timeout 0``
@@ -417,6 +389,101 @@ class Protocol:
             if stop:
                 break
         return bad
+
+
+def _put_windows(it, count, head_of, priority, delay, ttr, encoding, window):
+    """Yield ([chunk, ...], n) windows of put commands for the items of ``it`` (``count``: the
+    index of its first item, for error messages). Bodies of BIG_BODY bytes and more are chunks
+    of their own, not copied."""
+    while True:
+        chunks = []
+        buf = bytearray()
+        big = 0     # bytes of the big bodies held in chunks: they count towards the window too
+        n = 0
+        for item in it:
+            if item.__class__ is bytes and head_of is not None:
+                body = item
+                head = head_of % len(body)
+            else:
+                head, body = _put_command(item, priority, delay, ttr, encoding, count)
+            count += 1
+            n += 1
+            if len(body) >= BIG_BODY:
+                buf += head
+                chunks.append(bytes(buf))
+                chunks.append(body)
+                big += len(body)
+                buf = bytearray(b"\r\n")
+            else:
+                buf += head
+                buf += body
+                buf += b"\r\n"
+            if n >= window or len(buf) + big >= WINDOW_BYTES:
+                break
+        if not n:
+            return
+        if buf:
+            chunks.append(buf)
+        yield chunks, n
+
+
+def _put_windows_of_bytes(items, head_of, priority, delay, ttr, encoding, window):
+    """As _put_windows, for a sequence of bytes and valid defaults: each window of small bodies
+    is encoded by one join over C-level iterators (no Python bytecode per item)."""
+    window = max(window, 1)
+    for start in range(0, len(items), window):
+        part = items[start:start + window]
+        sizes = list(map(len, part))
+        if max(sizes) < BIG_BODY and sum(sizes) + 64 * len(sizes) < WINDOW_BYTES:
+            heads = map(head_of.__mod__, sizes)
+            yield [b"".join(chain.from_iterable(zip(heads, part, repeat(b"\r\n"))))], len(part)
+        else:
+            yield from _put_windows(iter(part), start, head_of, priority, delay, ttr, encoding, window)
+
+
+def _job_windows(it, template, args, window):
+    """Yield ([chunk], n) windows of ``template % ((jid,) + args)`` for the items of ``it``."""
+    count = 0
+    while True:
+        buf = bytearray()
+        n = 0
+        for item in it:
+            buf += template % ((_index_error(check_jid, item, count),) + args)
+            count += 1
+            n += 1
+            if n >= window:
+                break
+        if not n:
+            return
+        yield [buf], n
+
+
+def _job_windows_of_ids(jids, line, window):
+    """As _job_windows, for valid int job ids and a ``line`` with one %d left."""
+    window = max(window, 1)
+    for start in range(0, len(jids), window):
+        part = jids[start:start + window]
+        yield [b"".join(map(line.__mod__, part))], len(part)
+
+
+def _valid_jids(items):
+    """The job ids of a sequence as ints, when every item is an int in range or (as check_jid
+    takes it) an object whose ``jid`` is one; else None, and check_jid goes item by item."""
+    types = set(map(type, items))
+    if types <= {int}:
+        jids = items
+    elif any(issubclass(t, (int, str, bytes)) for t in types):
+        return None
+    else:
+        try:
+            jids = list(map(_get_jid, items))
+        except AttributeError:
+            return None
+        if not set(map(type, jids)) <= {int}:
+            return None
+    if jids and (min(jids) < 0 or max(jids) > UINT64_MAX):
+        return None
+    return jids
 
 
 def _index_error(check, item, index):

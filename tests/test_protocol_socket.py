@@ -238,6 +238,66 @@ def test_jobs_many_wire_bytes(impl, pair):
         assert got == wire
 
 
+def answer(sock, got, replies):
+    """Read one command per reply and answer it at once, as a server does."""
+    buf = b""
+    for reply in replies:
+        while b"\r\n" not in buf:
+            buf += sock.recv(65536)
+        line, _, buf = buf.partition(b"\r\n")
+        size = int(line.split()[-1]) + 2 if line.startswith(b"put ") else 0
+        while len(buf) < size:
+            buf += sock.recv(65536)
+        got.append(line + b"\r\n" + buf[:size])
+        buf = buf[size:]
+        sock.sendall(reply)
+
+
+class _Jid:
+    def __init__(self, jid):
+        self.jid = jid
+
+
+@pytest.mark.parametrize("template, args, items, wire", [
+    (b"delete %d\r\n", (), [1, 2, 3, 2 ** 64 - 1, 0], [b"delete %d\r\n" % i for i in (1, 2, 3, 2 ** 64 - 1, 0)]),
+    (b"delete %d\r\n", (), [_Jid(5), _Jid(6), _Jid(7)], [b"delete 5\r\n", b"delete 6\r\n", b"delete 7\r\n"]),
+    (b"release %d %d %d\r\n", (5, 0), [3, 4, 9], [b"release %d 5 0\r\n" % i for i in (3, 4, 9)]),
+    (b"x %d y%%\r\n", (), [4, 8], [b"x 4 y%\r\n", b"x 8 y%\r\n"]),
+    (b"delete %d\r\n", (), [1, True, 3], [b"delete 1\r\n", b"delete 1\r\n", b"delete 3\r\n"]),   # item by item
+    (b"delete %d\r\n", (), (_Jid(1), 2), [b"delete 1\r\n", b"delete 2\r\n"]),
+])
+@pytest.mark.parametrize("window", [1, 2, 1024])
+def test_jobs_many_sequences_in_windows(impl, pair, template, args, items, wire, window):
+    # Sequences of plain ids (or of objects with one) take a fast path: the same bytes, windows and replies.
+    a, b = pair
+    proto = impl.Protocol(a)
+    proto.window = window
+    got = []
+    t = peer(answer, b, got, [b"DELETED\r\n"] * (len(items) - 1) + [b"NOT_FOUND\r\n"])
+    results = []
+    assert proto.jobs_many(items, template, args, b"DELETED", results) == 1
+    t.join()
+    assert got == wire
+    assert results == [None] * (len(items) - 1) + [(b"NOT_FOUND", (), None)]
+
+
+@pytest.mark.parametrize("window", [1, 3, 1024])
+def test_put_many_bytes_sequence_in_windows(impl, pair, window):
+    # A list of bytes with valid defaults takes a fast path; a window with a big body goes item by item.
+    a, b = pair
+    proto = impl.Protocol(a)
+    proto.window = window
+    items = [b"a", b"", b"bc", b"z" * 70000, b"d", b"e" * 100, b"f"]
+    expected = [impl.encode_put(i, 9, 8, 7) for i in items]
+    got = []
+    t = peer(answer, b, got, [b"INSERTED %d\r\n" % i for i in range(1, len(items))] + [b"BURIED 99\r\n"])
+    results = []
+    assert proto.put_many(items, 9, 8, 7, None, results) == 1
+    t.join()
+    assert got == expected
+    assert results == list(range(1, len(items))) + [(b"BURIED", (b"99",), None)]
+
+
 def test_jobs_many_rejects_bad_ids(impl, pair):
     a, b = pair
     proto = impl.Protocol(a)
