@@ -360,11 +360,11 @@ class Protocol:
         return self._pipeline(_job_windows(iter(items), template, args, self.window), results, ok)
 
     def reserve_many(self, n, first_command, results):
-        """Send ``first_command`` (a reserve); on RESERVED pipeline ``reserve-with-timeout 0``
-        until ``n`` replies or the first non-RESERVED one. Appends every reply except
-        TIMED_OUT to ``results``; returns the number of appended non-RESERVED replies."""
-        reply = self.call(first_command)
-        if reply[0] != b"RESERVED":
+        """Send ``first_command`` (a reserve); while the replies are jobs, pipeline
+        ``reserve-with-timeout 0`` until ``n`` replies. Appends ``(jid, body)`` per job (as
+        reserve()) and any other reply but TIMED_OUT as it is; returns how many of those."""
+        reply = self.reserve(first_command)
+        if len(reply) != 2:
             if reply[0] == b"TIMED_OUT":
                 return 0
             results.append(reply)
@@ -375,12 +375,13 @@ class Protocol:
         while left > 0:
             k = max(1, min(left, self.reserve_window))
             self._sendall(b"reserve-with-timeout 0\r\n" * k)
+            _give_way()
             left -= k
             stop = False
-            for _ in range(k):
+            for _ in range(k):      # every reply of the window is read, even after a stop
                 reply = self.read_reply()
-                if reply[0] == b"RESERVED":
-                    results.append(reply)
+                if reply[0] == b"RESERVED" and len(reply[1]) == 2 and reply[1][0].isdigit():
+                    results.append((int(reply[1][0]), reply[2]))
                 else:
                     stop = True
                     if reply[0] != b"TIMED_OUT":

@@ -613,12 +613,12 @@ class Connection:
             return []
         results: list = []
 
-        def outcome(reply):
-            if reply[0] == b"RESERVED" and reply[1][0].isdigit():
-                return Job(self, int(reply[1][0]), reply[2], True)
-            if reply[0] == b"DEADLINE_SOON":
+        def outcome(entry):
+            if len(entry) == 2:     # (jid, body)
+                return Job(self, entry[0], entry[1], True)
+            if entry[0] == b"DEADLINE_SOON":
                 return DeadlineSoon([])
-            return _error("reserve-with-timeout", reply)
+            return _error("reserve-with-timeout", entry)
 
         first = b"reserve-with-timeout %d\r\n" % seconds
         try:
@@ -630,10 +630,7 @@ class Connection:
                     raise DeadlineSoon([]) from None
                 return jobs
             raise
-        jobs = [outcome(r) for r in results]
-        if not all(isinstance(j, Job) for j in jobs):
-            raise BatchError(jobs)      # a RESERVED line with an unreadable job id
-        return jobs
+        return [Job(self, jid, body, True) for jid, body in results]
 
 
 def _put_outcome(entry):

@@ -836,8 +836,8 @@ cdef class Protocol:
         cdef ReplyReader r = self._reader
         cdef Py_ssize_t left, k, j, bad = 0
         cdef bint stop
-        reply = self.call(first_command)
-        if reply[0] != b"RESERVED":
+        reply = self.reserve(first_command)
+        if len(reply) != 2:
             if reply[0] == b"TIMED_OUT":
                 return 0
             results.append(reply)
@@ -855,8 +855,12 @@ cdef class Protocol:
             for j in range(k):
                 while not r._parse():
                     self._fill()
-                if r._tok_is(0, b"RESERVED"):
-                    results.append(r._reply())
+                if (r._ntok == 3 and r._tok_is(0, b"RESERVED")
+                        and _all_digits(r._buf + r._tok[1], r._tlen[1])):
+                    jid = _digits_int(r._buf + r._tok[1], r._tlen[1])
+                    body = PyBytes_FromStringAndSize(r._buf + r._body, r._body_len)
+                    r._consume()
+                    results.append((jid, body))
                 else:
                     stop = True
                     if r._tok_is(0, b"TIMED_OUT"):

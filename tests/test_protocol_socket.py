@@ -307,15 +307,20 @@ def test_jobs_many_rejects_bad_ids(impl, pair):
         proto.jobs_many(["1"], b"delete %d\r\n", (), b"DELETED", [])
 
 
-@pytest.mark.parametrize("n,script,appended,bad", [
-    (3, [b"TIMED_OUT\r\n"], 0, 0),
-    (3, [b"DEADLINE_SOON\r\n"], 1, 1),
-    (1, [b"RESERVED 1 1\r\na\r\n"], 1, 0),
-    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nTIMED_OUT\r\n"], 2, 0),
-    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nDEADLINE_SOON\r\n"], 3, 1),
-    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nRESERVED 3 1\r\nc\r\n"], 3, 0),
+@pytest.mark.parametrize("n,script,expected,bad", [
+    (3, [b"TIMED_OUT\r\n"], [], 0),
+    (3, [b"DEADLINE_SOON\r\n"], [(b"DEADLINE_SOON", (), None)], 1),
+    (1, [b"RESERVED 1 1\r\na\r\n"], [(1, b"a")], 0),
+    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nTIMED_OUT\r\n"], [(1, b"a"), (2, b"")], 0),
+    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nDEADLINE_SOON\r\n"],
+     [(1, b"a"), (2, b""), (b"DEADLINE_SOON", (), None)], 1),
+    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nRESERVED 3 1\r\nc\r\n"], [(1, b"a"), (2, b""), (3, b"c")], 0),
+    # a job id that is not one: the reply as it is; the jobs after it in the window are kept
+    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED x 0\r\n\r\nRESERVED 3 1\r\nc\r\n"],
+     [(1, b"a"), (b"RESERVED", (b"x", b"0"), b""), (3, b"c")], 1),
+    (3, [b"RESERVED -1 1\r\na\r\n"], [(b"RESERVED", (b"-1", b"1"), b"a")], 1),
 ])
-def test_reserve_many_scripted(impl, pair, n, script, appended, bad):
+def test_reserve_many_scripted(impl, pair, n, script, expected, bad):
     a, b = pair
     proto = impl.Protocol(a)
 
@@ -328,8 +333,7 @@ def test_reserve_many_scripted(impl, pair, n, script, appended, bad):
     results = []
     assert proto.reserve_many(n, b"reserve-with-timeout 0\r\n", results) == bad
     t.join()
-    assert len(results) == appended
-    assert all(r[0] == b"RESERVED" for r in results[:appended - bad])
+    assert results == expected
 
 
 def test_gevent_style_socket_object(impl, pair):
