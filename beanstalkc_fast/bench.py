@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import statistics
@@ -943,8 +944,8 @@ def main(argv=None, prog=None):
         "python": sys.version, "pinning": pinning, "repeat": args.repeat, "ops": args.ops,
         "batch_ops": args.batch_ops, "batch": args.batch, "body_size": args.body_size, "windows": windows,
         "lib_windows": lib_windows, "backend_default": beanstalkc_fast.BACKEND, "elapsed_s": elapsed,
-        "notes": notes, "command": " ".join(["python -m beanstalkc_fast.bench"] + list(
-            sys.argv[1:] if argv is None else argv)),
+        "notes": notes, "command": "python -m beanstalkc_fast.bench " + " ".join(
+            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     }
     table = markdown(results, imports, meta)
     sys.stdout.write(table)
