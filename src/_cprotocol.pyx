@@ -487,6 +487,15 @@ cdef class ReplyReader:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(word)
         return self._tlen[i] == n and memcmp(self._buf + self._tok[i], PyBytes_AS_STRING(word), n) == 0
 
+    cdef object _job(self):
+        """(jid, body) of the parsed reply if it is a RESERVED with a job id (consumed), else None."""
+        if self._ntok == 3 and self._tok_is(0, b"RESERVED") and _all_digits(self._buf + self._tok[1], self._tlen[1]):
+            job = (_digits_int(self._buf + self._tok[1], self._tlen[1]),
+                   PyBytes_FromStringAndSize(self._buf + self._body, self._body_len))
+            self._consume()
+            return job
+        return None
+
     cdef object _reply(self):
         """The (status, args, body) tuple of the parsed reply; consumes it."""
         cdef char *buf = self._buf
@@ -589,13 +598,8 @@ cdef class Protocol:
         self._sendall(data)
         while not r._parse():
             self._fill()
-        if (r._ntok == 3 and r._tok_is(0, b"RESERVED")
-                and _all_digits(r._buf + r._tok[1], r._tlen[1])):
-            jid = _digits_int(r._buf + r._tok[1], r._tlen[1])
-            body = PyBytes_FromStringAndSize(r._buf + r._body, r._body_len)
-            r._consume()
-            return (jid, body)
-        return r._reply()
+        job = r._job()
+        return job if job is not None else r._reply()
 
     def job_command(self, verb, jid, ok):
         cdef ReplyReader r = self._reader
@@ -855,12 +859,9 @@ cdef class Protocol:
             for j in range(k):
                 while not r._parse():
                     self._fill()
-                if (r._ntok == 3 and r._tok_is(0, b"RESERVED")
-                        and _all_digits(r._buf + r._tok[1], r._tlen[1])):
-                    jid = _digits_int(r._buf + r._tok[1], r._tlen[1])
-                    body = PyBytes_FromStringAndSize(r._buf + r._body, r._body_len)
-                    r._consume()
-                    results.append((jid, body))
+                job = r._job()
+                if job is not None:
+                    results.append(job)
                 else:
                     stop = True
                     if r._tok_is(0, b"TIMED_OUT"):

@@ -24,6 +24,7 @@ cdef class ReplyReader:
 
     cdef int _parse(self) except -1
     cdef object _reply(self)
+    cdef object _job(self)
     cdef void _consume(self)
     cdef int _reserve(self, Py_ssize_t free) except -1
     cdef int _tok_is(self, int i, bytes word)
