@@ -8,6 +8,7 @@ error) lives in the Python layer (``connection.py``).
 
 Everything here must behave exactly as ``src/_cprotocol.pyx`` does.
 """
+import os
 import re
 from itertools import chain, repeat
 from operator import attrgetter
@@ -182,7 +183,10 @@ class ReplyReader:
 # -- I/O ------------------------------------------------------------------------
 
 _get_jid = attrgetter("jid")
-_give_way = getattr(__import__("os"), "sched_yield", lambda: None)
+# As the compiled core, yield the CPU after sending a batch window, so that a server on the same
+# CPU answers the whole window before this client wakes up (else: a wake-up every few replies).
+_give_way = getattr(os, "sched_yield", lambda: None)
+
 
 class Protocol:
     """Buffered request/reply I/O over a connected socket, through its Python methods only.
@@ -248,14 +252,6 @@ class Protocol:
         sendall = self._sendall
         for chunk in chunks:
             sendall(chunk)
-
-    def _read_into(self, n, results, ok):
-        """Read ``n`` replies; an ``ok`` status appends None, anything else the reply."""
-        return self._read_many(n, results, ok)
-
-    def _read_puts(self, n, results):
-        """Read ``n`` put replies; INSERTED appends the job id, anything else the reply."""
-        return self._read_many(n, results, None)
 
     def _read_many(self, n, results, ok):
         # A run of plain successes already buffered (``ok``, or INSERTED <id> when ok is None)
