@@ -326,9 +326,9 @@ _RUSAGE_RE = re.compile(rb"\nrusage-[us]time: ([0-9.]+)")
 _RESERVED_RE = re.compile(rb"RESERVED ([0-9]+) [0-9]+\r\n[^\n]*\n")
 
 
-# Like the compiled core, the ceiling yields the CPU after each send, so that a server pinned to
-# the same CPU answers a whole window before the client wakes (else: a context switch per reply).
-_give_way = getattr(os, "sched_yield", lambda: None)
+# Like both cores, the ceiling yields the CPU after each send, so that a server pinned to the
+# same CPU answers a whole window before the client wakes (else: a context switch per reply).
+_give_way = _pyprotocol._give_way
 
 
 class PipelinedClient(_RawBase):

@@ -59,8 +59,7 @@ cdef object _sched_yield = getattr(_os, "sched_yield", None)
 cdef inline int _give_way() except -1:
     # Before reading a window's replies, let a server sharing this CPU answer them all:
     # otherwise each reply wakes us, we preempt it, and pay a context switch per job.
-    # (Only the compiled core yields: the pure one is slow enough not to preempt, and
-    # measured slower with it.) A no-op when the server runs on another CPU.
+    # (The pure core does the same.) A no-op when the server runs on another CPU.
     if _sched_yield is not None:
         _sched_yield()
     return 0
@@ -487,6 +486,14 @@ cdef class ReplyReader:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(word)
         return self._tlen[i] == n and memcmp(self._buf + self._tok[i], PyBytes_AS_STRING(word), n) == 0
 
+    cdef object _inserted(self):
+        """The job id of the parsed reply if it is an INSERTED with a job id (consumed), else None."""
+        if self._ntok == 2 and self._tok_is(0, b"INSERTED") and _all_digits(self._buf + self._tok[1], self._tlen[1]):
+            jid = _digits_int(self._buf + self._tok[1], self._tlen[1])
+            self._consume()
+            return jid
+        return None
+
     cdef object _job(self):
         """(jid, body) of the parsed reply if it is a RESERVED with a job id (consumed), else None."""
         if self._ntok == 3 and self._tok_is(0, b"RESERVED") and _all_digits(self._buf + self._tok[1], self._tlen[1]):
@@ -580,11 +587,15 @@ cdef class Protocol:
         r._end += n
         return 0
 
-    cdef object _read_reply(self):
+    cdef ReplyReader _next(self):
+        """Receive until the reader holds a whole reply (parsed, not consumed); return the reader."""
         cdef ReplyReader r = self._reader
         while not r._parse():
             self._fill()
-        return r._reply()
+        return r
+
+    cdef object _read_reply(self):
+        return self._next()._reply()
 
     def read_reply(self):
         return self._read_reply()
@@ -596,8 +607,7 @@ cdef class Protocol:
     def reserve(self, data):
         cdef ReplyReader r = self._reader
         self._sendall(data)
-        while not r._parse():
-            self._fill()
+        self._next()
         job = r._job()
         return job if job is not None else r._reply()
 
@@ -616,8 +626,7 @@ cdef class Protocol:
         line[n] = b'\r'
         line[n + 1] = b'\n'
         self._sendall(PyBytes_FromStringAndSize(line, n + 2))
-        while not r._parse():
-            self._fill()
+        self._next()
         if r._ntok == 1 and r._tok_is(0, ok):
             r._consume()
             return None
@@ -626,14 +635,9 @@ cdef class Protocol:
     def put(self, body, priority, delay, ttr, encoding):
         cdef ReplyReader r = self._reader
         self._sendall(_encode_put(_check_body(body, encoding), priority, delay, ttr))
-        while not r._parse():
-            self._fill()
-        if (r._ntok == 2 and r._tok_is(0, b"INSERTED")
-                and _all_digits(r._buf + r._tok[1], r._tlen[1])):
-            jid = _digits_int(r._buf + r._tok[1], r._tlen[1])
-            r._consume()
-            return jid
-        return r._reply()
+        self._next()
+        jid = r._inserted()
+        return jid if jid is not None else r._reply()
 
     # -- batches --
 
@@ -676,8 +680,7 @@ cdef class Protocol:
         cdef ReplyReader r = self._reader
         cdef Py_ssize_t bad = 0, k
         for k in range(n):
-            while not r._parse():
-                self._fill()
+            self._next()
             if r._tok_is(0, ok):
                 r._consume()
                 results.append(None)
@@ -690,12 +693,9 @@ cdef class Protocol:
         cdef ReplyReader r = self._reader
         cdef Py_ssize_t bad = 0, k
         for k in range(n):
-            while not r._parse():
-                self._fill()
-            if (r._ntok == 2 and r._tok_is(0, b"INSERTED")
-                    and _all_digits(r._buf + r._tok[1], r._tlen[1])):
-                jid = _digits_int(r._buf + r._tok[1], r._tlen[1])
-                r._consume()
+            self._next()
+            jid = r._inserted()
+            if jid is not None:
                 results.append(jid)
             else:
                 results.append(r._reply())
@@ -857,8 +857,7 @@ cdef class Protocol:
             left -= k
             stop = False
             for j in range(k):
-                while not r._parse():
-                    self._fill()
+                self._next()
                 job = r._job()
                 if job is not None:
                     results.append(job)

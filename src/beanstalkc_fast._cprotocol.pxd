@@ -25,6 +25,7 @@ cdef class ReplyReader:
     cdef int _parse(self) except -1
     cdef object _reply(self)
     cdef object _job(self)
+    cdef object _inserted(self)
     cdef void _consume(self)
     cdef int _reserve(self, Py_ssize_t free) except -1
     cdef int _tok_is(self, int i, bytes word)
@@ -43,6 +44,7 @@ cdef class Protocol:
     cdef public Py_ssize_t reserve_window   # reserves per window (RESERVE_WINDOW)
 
     cdef int _fill(self) except -1
+    cdef ReplyReader _next(self)
     cdef object _read_reply(self)
     cdef int _wreserve(self, Py_ssize_t n) except -1
     cdef int _wwrite(self, const char *data, Py_ssize_t n) except -1
