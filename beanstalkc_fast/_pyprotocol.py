@@ -1,11 +1,17 @@
 """Pure-Python protocol core: the twin of the compiled ``_cprotocol``.
 
-It deals only in bytes and ints: argument checks and command encoding, a
-sans-I/O reply reader (``feed``/``gets``), a ``Protocol`` doing buffered I/O
-through the Python socket object, pipelined batch loops, and a parser for the
-small YAML documents beanstalkd sends. Reply *meaning* (which status is an
-error) lives in the Python layer (``connection.py``).
+It deals only in bytes and ints. Its sections, in the order of the compiled core's
+``.pxi`` files, are:
 
+- **checks**: argument checks, run before a byte is encoded;
+- **encoders**: single commands and whole windows of puts / job-id commands, returned
+  as chunks (a list of buffers) without sending anything;
+- **reader**: a sans-I/O reply reader (``feed`` or ``get_buffer``/``buffer_updated``,
+  then ``gets`` or the typed ``take``);
+- **yaml**: a parser for the small YAML documents beanstalkd sends;
+- **blocking driver**: ``Protocol``, the only code here that touches a socket.
+
+Reply *meaning* (which status is an error) lives in the Python layer (``_commands.py``).
 Everything here must behave exactly as ``src/_cprotocol.pyx`` does.
 """
 import os
@@ -15,25 +21,34 @@ from operator import attrgetter
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 4
+CORE_API = 5
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
 MAX_LINE = 1024             # beanstalkd reply lines are < 100 bytes; anything longer is garbage
 READ_SIZE = 65536
 WINDOW_ITEMS = 1024         # commands per pipelined window; ~32 KB of put replies at most
-WINDOW_BYTES = 256 * 1024   # flush a window once its commands reach this size
+WINDOW_BYTES = 256 * 1024   # end a window once its commands reach this size
 RESERVE_WINDOW = 256        # reserves per window: their replies carry bodies of unknown size
-BIG_BODY = 64 * 1024        # bodies from this size on are sent as they are, not copied
+BIG_BODY = 16 * 1024        # bodies from this size on are chunks of their own (scatter-gather), not copied
+
+# What ReplyReader.take() expects of each reply, and what it appends for it.
+KIND_REPLY = 0      # any reply: (status, args, body)
+KIND_INSERTED = 1   # INSERTED <id>: the id (int)
+KIND_STATUS = 2     # the bare status given: None
+KIND_JOB = 3        # RESERVED (or the status given, e.g. FOUND) <id> <n> and a body: (id, body)
+KIND_BODY = 4       # OK <n> and a body: the body (bytes)
 
 # Statuses whose reply line announces a body, and the index of its size among the args.
 _BODY_SIZE_ARG = {b"RESERVED": 1, b"FOUND": 1, b"OK": 0}
-# Batch replies taken in runs: INSERTED ids of up to 20 digits (longer ones go the generic way,
+# Replies taken in runs: INSERTED ids of up to 20 digits (longer ones go the generic way,
 # which accepts any length under MAX_LINE), and bare success statuses.
 _INSERTED_RUN = re.compile(rb"(?:INSERTED [0-9]{1,20}\r\n)+")
 _INSERTED_ID = re.compile(rb"INSERTED ([0-9]{1,20})\r\n")
-_OK_RUNS: dict = {}   # ok status -> regex of a run of it
+_OK_RUNS: dict = {}   # status -> regex of a run of it
 _TUBE_RE = re.compile(rb"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}\Z")
+_CRLF = b"\r\n"
+_RESERVE0 = b"reserve-with-timeout 0\r\n"
 
 
 # -- argument checks ----------------------------------------------------------
@@ -100,6 +115,8 @@ def check_body(body, encoding):
         raise InvalidType("job body must be str or bytes-like, not %s" % cls.__name__) from None
 
 
+# -- encoders: bytes to send, nothing sent -----------------------------------------
+
 def encode_put(body, priority, delay, ttr):
     """Return the bytes of a ``put`` command for a bytes-like body (arguments are checked)."""
     if not (priority.__class__ is int and delay.__class__ is int and ttr.__class__ is int
@@ -110,288 +127,63 @@ def encode_put(body, priority, delay, ttr):
     return b"put %d %d %d %d\r\n%b\r\n" % (priority, delay, ttr, len(body), body)
 
 
-# -- replies --------------------------------------------------------------------
+def put_chunks(body, priority, delay, ttr):
+    """A ``put`` as a list of buffers: one, or for a body of BIG_BODY bytes or more the
+    head, the body itself (not copied) and the CRLF, for a scatter-gather write."""
+    if len(body) < BIG_BODY:
+        return [encode_put(body, priority, delay, ttr)]
+    return [b"put %d %d %d %d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
+                                       check_uint32(ttr, "ttr"), len(body)), body, _CRLF]
 
-class ReplyReader:
-    """Sans-I/O reply parser: ``feed(bytes)``, then ``gets()`` until it returns None.
 
-    ``gets()`` returns ``(status, args, body)``: ``status`` bytes, ``args`` a tuple of
-    bytes, ``body`` bytes for RESERVED/FOUND/OK and None otherwise. Malformed framing
-    raises ProtocolError; incomplete data stays buffered.
+def encode_job(verb, jid):
+    """Return ``<verb> <jid>\\r\\n`` (delete, touch, kick-job, peek, ...) for a checked job id."""
+    if len(verb) > 20:
+        raise InvalidArgument("job command verb too long: %r" % (verb,))
+    return b"%s %d\r\n" % (verb, check_jid(jid))
+
+
+def put_windows(items, priority, delay, ttr, encoding, window=WINDOW_ITEMS):
+    """Return an iterator of ``(chunks, n)``: windows of put commands for ``items`` (bodies or
+    ``(body[, priority[, delay[, ttr]]])`` tuples), ``n`` commands in the buffers ``chunks``.
+
+    A list or tuple is checked whole now, before anything can be sent; an iterator is checked
+    window by window, as each is encoded. Bodies of BIG_BODY bytes or more are chunks of their
+    own; every other chunk is a new object the caller may keep.
     """
-
-    def __init__(self, max_line=MAX_LINE):
-        self._buf = bytearray()
-        self._pos = 0
-        self._max_line = max_line
-
-    def __len__(self):
-        return len(self._buf) - self._pos
-
-    def feed(self, data):
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        self._buf += data
-
-    def clear(self):
-        self._buf.clear()
-        self._pos = 0
-
-    def gets(self):
-        buf = self._buf
-        pos = self._pos
-        eol = buf.find(b"\r\n", pos)
-        if eol < 0:
-            if len(buf) - pos > self._max_line + 1:     # the line and its CR may be here, the LF not yet
-                raise ProtocolError("reply line longer than %d bytes" % self._max_line)
-            return None
-        if eol - pos > self._max_line:
-            raise ProtocolError("reply line longer than %d bytes" % self._max_line)
-        parts = bytes(buf[pos:eol]).split()
-        if not parts:
-            raise ProtocolError("empty reply line")
-        status = parts[0]
-        body = None
-        nxt = eol + 2
-        idx = _BODY_SIZE_ARG.get(status)
-        if idx is not None:
-            if len(parts) != idx + 2 or not parts[idx + 1].isdigit() or len(parts[idx + 1]) > 18:
-                raise ProtocolError("malformed reply line %r" % bytes(buf[pos:eol]))
-            end = nxt + int(parts[idx + 1])
-            if len(buf) < end + 2:
-                return None
-            if buf[end:end + 2] != b"\r\n":
-                raise ProtocolError("reply body not followed by CRLF")
-            body = bytes(buf[nxt:end])
-            nxt = end + 2
-        self._advance(nxt)
-        return (status, tuple(parts[1:]), body)
-
-    def _advance(self, nxt):
-        # Consume up to nxt; drop consumed bytes once there are many, or none are left.
-        buf = self._buf
-        if nxt == len(buf):
-            buf.clear()
-            nxt = 0
-        elif nxt > READ_SIZE:
-            del buf[:nxt]
-            nxt = 0
-        self._pos = nxt
+    try:    # bytes items with valid defaults need no per-item checks: their head is this % size
+        head_of = b"put %d %d %d %%d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
+                                             check_uint32(ttr, "ttr"))
+    except (InvalidArgument, InvalidType):
+        head_of = None      # each item then reports the bad default, as the compiled core does
+    window = max(window, 1)
+    args = (head_of, priority, delay, ttr, encoding, window)
+    if isinstance(items, (list, tuple)):
+        if head_of is not None and set(map(type, items)) <= {bytes}:
+            return _put_windows_of_bytes(items, *args)
+        for i, item in enumerate(items):        # check the whole sequence first
+            if item.__class__ is not bytes or head_of is None:
+                _put_command(item, priority, delay, ttr, encoding, i)
+    return _put_windows(iter(items), 0, *args)
 
 
-# -- I/O ------------------------------------------------------------------------
-
-_get_jid = attrgetter("jid")
-# As the compiled core, yield the CPU after sending a batch window, so that a server on the same
-# CPU answers the whole window before this client wakes up (else: a wake-up every few replies).
-_give_way = getattr(os, "sched_yield", lambda: None)
-
-
-class Protocol:
-    """Buffered request/reply I/O over a connected socket, through its Python methods only.
-
-    Transport errors (``OSError``) propagate unchanged; EOF raises SocketError;
-    bad framing raises ProtocolError. Batch methods append each item's outcome to
-    the caller's ``results`` list as its reply is read, so the caller always knows
-    the confirmed prefix, and return the number of entries that are not plain successes.
-    """
-
-    def __init__(self, sock, read_size=READ_SIZE):
-        self.sock = sock
-        self._sendall = sock.sendall
-        self._recv = sock.recv
-        self._read_size = read_size
-        self._reader = ReplyReader()
-        self.window = WINDOW_ITEMS              # commands per pipelined window (settable)
-        self.reserve_window = RESERVE_WINDOW    # reserves per window (settable)
-
-    def send(self, data):
-        self._sendall(data)
-
-    def read_reply(self):
-        reader = self._reader
-        reply = reader.gets() if reader._buf else None     # skip the parse of an empty buffer
-        while reply is None:
-            data = self._recv(self._read_size)
-            if not data:
-                raise SocketError("connection closed by the server")
-            reader.feed(data)
-            reply = reader.gets()
-        return reply
-
-    def call(self, data):
-        self._sendall(data)
-        return self.read_reply()
-
-    def reserve(self, data):
-        """Send a reserve command: ``(jid, body)`` on a well-formed RESERVED, else the reply."""
-        self._sendall(data)
-        reply = self.read_reply()
-        if reply[0] == b"RESERVED" and len(reply[1]) == 2 and reply[1][0].isdigit():
-            return int(reply[1][0]), reply[2]
-        return reply
-
-    def job_command(self, verb, jid, ok):
-        """Send ``<verb> <jid>``: None on the bare ``ok`` status, else the reply."""
-        self._sendall(b"%s %d\r\n" % (verb, check_jid(jid)))
-        reply = self.read_reply()
-        if reply[0] == ok and not reply[1]:
-            return None
-        return reply
-
-    def put(self, body, priority, delay, ttr, encoding):
-        """One put, checked and encoded here: the job id (int) on INSERTED, else the reply."""
-        self._sendall(encode_put(check_body(body, encoding), priority, delay, ttr))
-        reply = self.read_reply()
-        if reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
-            return int(reply[1][0])
-        return reply
-
-    def _flush(self, chunks):
-        sendall = self._sendall
-        for chunk in chunks:
-            sendall(chunk)
-
-    def _read_many(self, n, results, ok):
-        # A run of plain successes already buffered (``ok``, or INSERTED <id> when ok is None)
-        # is taken at once by one regex match; any other reply, or a buffer without a whole
-        # reply, goes through read_reply(), which parses or waits.
-        bad = 0
-        reader = self._reader
-        append = results.append
-        if ok is None:
-            run, size = _INSERTED_RUN, 0
-        else:
-            run = _OK_RUNS.get(ok)
-            if run is None:
-                run = _OK_RUNS[ok] = re.compile(b"(?:%s\r\n)+" % re.escape(ok))
-            size = len(ok) + 2
-        while n > 0:
-            buf = reader._buf
-            pos = reader._pos
-            m = run.match(buf, pos)
-            if m is not None:
-                end = m.end()
-                if ok is None:
-                    ids = _INSERTED_ID.findall(buf, pos, end)
-                    if len(ids) > n:
-                        del ids[n:]
-                        end = pos + sum(map(len, ids)) + 11 * n     # 11: "INSERTED " and CRLF
-                    results.extend(map(int, ids))
-                    n -= len(ids)
-                else:
-                    k = min((end - pos) // size, n)
-                    results.extend([None] * k)
-                    end = pos + k * size
-                    n -= k
-                reader._advance(end)
-                if n <= 0:
-                    break
-            reply = self.read_reply()
-            n -= 1
-            if ok is None and reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
-                append(int(reply[1][0]))
-            elif ok is not None and reply[0] == ok:
-                append(None)
-            else:
-                append(reply)
-                bad += 1
-        return bad
-
-    def _pipeline(self, windows, results, ok):
-        """Send each (chunks, count) window of ``windows`` before reading the replies of the
-        previous one (``ok`` as for _read_many); return the number of failed replies."""
-        bad = pending = 0
-        while True:
-            try:
-                window = next(windows, None)
-            except Exception:   # a bad item, or the caller's iterator failed: that window is unsent
-                bad += self._read_many(pending, results, ok)
-                raise
-            if window is None:
-                break
-            chunks, n = window
-            self._flush(chunks)
-            _give_way()
-            bad += self._read_many(pending, results, ok)
-            pending = n
-        if pending:
-            _give_way()
-        return bad + self._read_many(pending, results, ok)
-
-    def put_many(self, items, priority, delay, ttr, encoding, results):
-        """Pipeline puts of ``items`` (bodies or (body[, pri[, delay[, ttr]]]) tuples).
-
-        Appends a job id (int) or the failing reply per item to ``results``;
-        returns the number of failed items.
-        """
-        try:    # bytes items with valid defaults need no per-item checks: their head is this % size
-            head_of = b"put %d %d %d %%d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
-                                                 check_uint32(ttr, "ttr"))
-        except (InvalidArgument, InvalidType):
-            head_of = None      # each item then reports the bad default, as the compiled core does
-        args = (head_of, priority, delay, ttr, encoding, self.window)
-        if isinstance(items, (list, tuple)):
-            if head_of is not None and set(map(type, items)) <= {bytes}:
-                return self._pipeline(_put_windows_of_bytes(items, *args), results, None)
-            for i, item in enumerate(items):        # validate the whole sequence first
-                if item.__class__ is not bytes or head_of is None:
-                    _put_command(item, priority, delay, ttr, encoding, i)
-        return self._pipeline(_put_windows(iter(items), 0, *args), results, None)
-
-    def jobs_many(self, items, template, args, ok, results):
-        """Pipeline one job command per job id in ``items``: ``template % ((jid,) + args)``.
-
-        Appends None per ``ok`` reply, else the reply; returns the number of non-ok replies.
-        """
-        if isinstance(items, (list, tuple)):
-            jids = _valid_jids(items)
-            k = template.find(b"%d")
-            if jids is not None and k >= 0 and b"%" not in template[:k]:
-                line = template[:k] + b"%d" + (template[k + 2:] % args).replace(b"%", b"%%")
-                return self._pipeline(_job_windows_of_ids(jids, line, self.window), results, ok)
-            for i, item in enumerate(items):
-                _index_error(check_jid, item, i)
-        return self._pipeline(_job_windows(iter(items), template, args, self.window), results, ok)
-
-    def reserve_many(self, n, first_command, results):
-        """Send ``first_command`` (a reserve); while the replies are jobs, pipeline
-        ``reserve-with-timeout 0`` until ``n`` replies. Appends ``(jid, body)`` per job (as
-        reserve()) and any other reply but TIMED_OUT as it is; returns how many of those."""
-        reply = self.reserve(first_command)
-        if len(reply) != 2:
-            if reply[0] == b"TIMED_OUT":
-                return 0
-            results.append(reply)
-            return 1
-        results.append(reply)
-        left = n - 1
-        bad = 0
-        while left > 0:
-            k = max(1, min(left, self.reserve_window))
-            self._sendall(b"reserve-with-timeout 0\r\n" * k)
-            _give_way()
-            left -= k
-            stop = False
-            for _ in range(k):      # every reply of the window is read, even after a stop
-                reply = self.read_reply()
-                if reply[0] == b"RESERVED" and len(reply[1]) == 2 and reply[1][0].isdigit():
-                    results.append((int(reply[1][0]), reply[2]))
-                else:
-                    stop = True
-                    if reply[0] != b"TIMED_OUT":
-                        results.append(reply)
-                        bad += 1
-            if stop:
-                break
-        return bad
+def job_windows(items, template, args, window=WINDOW_ITEMS):
+    """Return an iterator of ``(chunks, n)``: windows of ``template % ((jid,) + args)`` for the
+    job ids (ints, or objects with an int ``jid``) of ``items``, checked as put_windows does."""
+    window = max(window, 1)
+    if isinstance(items, (list, tuple)):
+        jids = _valid_jids(items)
+        k = template.find(b"%d")
+        if jids is not None and k >= 0 and b"%" not in template[:k]:
+            line = template[:k] + b"%d" + (template[k + 2:] % args).replace(b"%", b"%%")
+            return _job_windows_of_ids(jids, line, window)
+        for i, item in enumerate(items):
+            _index_error(check_jid, item, i)
+    return _job_windows(iter(items), template, args, window)
 
 
 def _put_windows(it, count, head_of, priority, delay, ttr, encoding, window):
-    """Yield ([chunk, ...], n) windows of put commands for the items of ``it`` (``count``: the
-    index of its first item, for error messages). Bodies of BIG_BODY bytes and more are chunks
-    of their own, not copied."""
+    # count: the index of the first item of it, for error messages
     while True:
         chunks = []
         buf = bytearray()
@@ -407,14 +199,14 @@ def _put_windows(it, count, head_of, priority, delay, ttr, encoding, window):
             n += 1
             if len(body) >= BIG_BODY:
                 buf += head
-                chunks.append(bytes(buf))
+                chunks.append(buf)
                 chunks.append(body)
                 big += len(body)
-                buf = bytearray(b"\r\n")
+                buf = bytearray(_CRLF)
             else:
                 buf += head
                 buf += body
-                buf += b"\r\n"
+                buf += _CRLF
             if n >= window or len(buf) + big >= WINDOW_BYTES:
                 break
         if not n:
@@ -425,21 +217,18 @@ def _put_windows(it, count, head_of, priority, delay, ttr, encoding, window):
 
 
 def _put_windows_of_bytes(items, head_of, priority, delay, ttr, encoding, window):
-    """As _put_windows, for a sequence of bytes and valid defaults: each window of small bodies
-    is encoded by one join over C-level iterators (no Python bytecode per item)."""
-    window = max(window, 1)
+    # Each window of small bodies is encoded by one join over C-level iterators.
     for start in range(0, len(items), window):
         part = items[start:start + window]
         sizes = list(map(len, part))
         if max(sizes) < BIG_BODY and sum(sizes) + 64 * len(sizes) < WINDOW_BYTES:
             heads = map(head_of.__mod__, sizes)
-            yield [b"".join(chain.from_iterable(zip(heads, part, repeat(b"\r\n"))))], len(part)
+            yield [b"".join(chain.from_iterable(zip(heads, part, repeat(_CRLF))))], len(part)
         else:
             yield from _put_windows(iter(part), start, head_of, priority, delay, ttr, encoding, window)
 
 
 def _job_windows(it, template, args, window):
-    """Yield ([chunk], n) windows of ``template % ((jid,) + args)`` for the items of ``it``."""
     count = 0
     while True:
         buf = bytearray()
@@ -456,11 +245,13 @@ def _job_windows(it, template, args, window):
 
 
 def _job_windows_of_ids(jids, line, window):
-    """As _job_windows, for valid int job ids and a ``line`` with one %d left."""
-    window = max(window, 1)
+    # valid int job ids and a line with one %d left
     for start in range(0, len(jids), window):
         part = jids[start:start + window]
         yield [b"".join(map(line.__mod__, part))], len(part)
+
+
+_get_jid = attrgetter("jid")
 
 
 def _valid_jids(items):
@@ -512,6 +303,176 @@ def _put_command(item, priority, delay, ttr, encoding, index):
     except (InvalidArgument, InvalidType) as err:
         raise type(err)("item %d: %s" % (index, err)) from None
     return head, body
+
+
+# -- reader: replies out of buffered bytes, no I/O ------------------------------------
+
+class ReplyReader:
+    """Sans-I/O reply parser.
+
+    Bytes go in by ``feed(data)`` (for ``data_received``) or by ``get_buffer(hint)``
+    and ``buffer_updated(n)`` (for an ``asyncio.BufferedProtocol``). Replies come out
+    by ``gets()``, one ``(status, args, body)`` at a time, or by the typed ``take()``,
+    which settles a whole run of expected replies in one call. Both leave incomplete
+    data buffered ("need more bytes") and raise ProtocolError on malformed framing.
+    """
+
+    def __init__(self, max_line=MAX_LINE):
+        self._buf = bytearray()
+        self._pos = 0
+        self._max_line = max_line
+        self._scratch = None    # the buffer handed out by get_buffer()
+
+    def __len__(self):
+        return len(self._buf) - self._pos
+
+    def feed(self, data):
+        """Append received bytes (any bytes-like object)."""
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def get_buffer(self, sizehint=-1):
+        """Return a writable buffer of at least ``sizehint`` bytes to receive into; hand the
+        count received to buffer_updated() before asking for another buffer."""
+        size = sizehint if sizehint > READ_SIZE else READ_SIZE
+        scratch = self._scratch
+        if scratch is None or len(scratch) < size:
+            scratch = self._scratch = bytearray(size)   # a new one: the old one may still be viewed
+        return memoryview(scratch)
+
+    def buffer_updated(self, nbytes):
+        """Take the first ``nbytes`` of the buffer of the last get_buffer() as received."""
+        scratch = self._scratch
+        if scratch is None or not 0 <= nbytes <= len(scratch):
+            raise ValueError("buffer_updated(%r) without a get_buffer() of that size" % (nbytes,))
+        with memoryview(scratch) as view:
+            self.feed(view[:nbytes])
+
+    def clear(self):
+        """Drop every buffered byte."""
+        self._buf.clear()
+        self._pos = 0
+
+    def gets(self):
+        """Return the next whole reply as ``(status, args, body)`` (consumed), or None."""
+        reply = self._peek()
+        if reply is None:
+            return None
+        self._advance(reply[3])
+        return (reply[0], tuple(reply[1][1:]), reply[2])
+
+    def take(self, kind, n, results, status=None):
+        """Append to ``results`` the values of up to ``n`` buffered replies of ``kind``
+        (a KIND_* constant; ``status`` for KIND_STATUS, and for KIND_JOB instead of RESERVED)
+        and return how many were taken. It stops early at a reply of another kind, left
+        for gets(), or when no whole reply is buffered."""
+        taken = 0
+        if kind == KIND_INSERTED:
+            run = _INSERTED_RUN
+        elif kind == KIND_STATUS:
+            run = _OK_RUNS.get(status)
+            if run is None:
+                run = _OK_RUNS[status] = re.compile(b"(?:%s\r\n)+" % re.escape(status))
+        else:
+            run = None
+        if kind == KIND_JOB and status is None:
+            status = b"RESERVED"
+        while taken < n:
+            if run is not None:
+                taken += self._take_run(run, kind, n - taken, results, len(status or b"") + 2)
+                if taken >= n:
+                    break
+            reply = self._peek()
+            if reply is None:
+                break
+            word, parts, body, nxt = reply
+            if kind == KIND_INSERTED:
+                if word != b"INSERTED" or len(parts) != 2 or not parts[1].isdigit():
+                    break
+                value = int(parts[1])
+            elif kind == KIND_STATUS:
+                if word != status or len(parts) != 1:
+                    break
+                value = None
+            elif kind == KIND_JOB:
+                if word != status or len(parts) != 3 or not parts[1].isdigit():
+                    break
+                value = (int(parts[1]), body)
+            elif kind == KIND_BODY:
+                if word != b"OK":
+                    break
+                value = body
+            else:
+                value = (word, tuple(parts[1:]), body)
+            results.append(value)
+            self._advance(nxt)
+            taken += 1
+        return taken
+
+    def _take_run(self, run, kind, n, results, size):
+        # A run of INSERTED <id> / bare status replies taken by one regex match.
+        buf = self._buf
+        pos = self._pos
+        m = run.match(buf, pos)
+        if m is None:
+            return 0
+        end = m.end()
+        if kind == KIND_INSERTED:
+            ids = _INSERTED_ID.findall(buf, pos, end)
+            if len(ids) > n:
+                del ids[n:]
+                end = pos + sum(map(len, ids)) + 11 * n     # 11: "INSERTED " and CRLF
+            results.extend(map(int, ids))
+            k = len(ids)
+        else:
+            k = min((end - pos) // size, n)
+            results.extend([None] * k)
+            end = pos + k * size
+        self._advance(end)
+        return k
+
+    def _peek(self):
+        # The next whole reply as (status, line parts, body, end offset), not consumed; or None.
+        buf = self._buf
+        pos = self._pos
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            if len(buf) - pos > self._max_line + 1:     # the line and its CR may be here, the LF not yet
+                raise ProtocolError("reply line longer than %d bytes" % self._max_line)
+            return None
+        if eol - pos > self._max_line:
+            raise ProtocolError("reply line longer than %d bytes" % self._max_line)
+        parts = bytes(buf[pos:eol]).split()
+        if not parts:
+            raise ProtocolError("empty reply line")
+        status = parts[0]
+        body = None
+        nxt = eol + 2
+        idx = _BODY_SIZE_ARG.get(status)
+        if idx is not None:
+            if len(parts) != idx + 2 or not parts[idx + 1].isdigit() or len(parts[idx + 1]) > 18:
+                raise ProtocolError("malformed reply line %r" % bytes(buf[pos:eol]))
+            end = nxt + int(parts[idx + 1])
+            if len(buf) < end + 2:
+                return None
+            if buf[end:end + 2] != b"\r\n":
+                raise ProtocolError("reply body not followed by CRLF")
+            body = bytes(buf[nxt:end])
+            nxt = end + 2
+        return status, parts, body, nxt
+
+    def _advance(self, nxt):
+        # Consume up to nxt; drop consumed bytes once there are many, or none are left.
+        buf = self._buf
+        if nxt == len(buf):
+            buf.clear()
+            nxt = 0
+        elif nxt > READ_SIZE:
+            del buf[:nxt]
+            nxt = 0
+        self._pos = nxt
 
 
 # -- YAML -------------------------------------------------------------------------
@@ -603,3 +564,203 @@ def parse_yaml(body):
                 keys[key] = name
         out[name] = _scalar(value)
     return out
+
+
+# -- blocking driver: the only code here that touches a socket ---------------------------
+
+# As the compiled core, yield the CPU after sending a batch window, so that a server on the same
+# CPU answers the whole window before this client wakes up (else: a wake-up every few replies).
+_give_way = getattr(os, "sched_yield", lambda: None)
+_IOV_MAX = 512      # buffers per sendmsg() call (POSIX guarantees at least 16, Linux 1024)
+
+
+class Protocol:
+    """Blocking request/reply I/O over a connected socket, through its Python methods only
+    (so gevent, eventlet and socket timeouts keep working).
+
+    Transport errors (``OSError``) propagate unchanged; EOF raises SocketError;
+    bad framing raises ProtocolError. Batch methods append each item's outcome to
+    the caller's ``results`` list as its reply is read, so the caller always knows
+    the confirmed prefix, and return the number of entries that are not plain successes.
+    ``wait`` (reserves): seconds the server may hold the reply (None: forever), added to
+    the socket's timeout for that command; -1: no change.
+    """
+
+    def __init__(self, sock, read_size=READ_SIZE):
+        self.sock = sock
+        self._sendall = sock.sendall
+        self._sendmsg = getattr(sock, "sendmsg", None)
+        self._recv = sock.recv
+        self._timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
+        self._read_size = read_size
+        self._reader = ReplyReader()
+        self.window = WINDOW_ITEMS              # commands per pipelined window (settable)
+        self.reserve_window = RESERVE_WINDOW    # reserves per window (settable)
+
+    def send(self, data):
+        self._sendall(data)
+
+    def send_chunks(self, chunks):
+        """Send a list of buffers: by scatter-gather where the socket has sendmsg()."""
+        sendmsg = self._sendmsg
+        if len(chunks) == 1 or sendmsg is None:
+            for chunk in chunks:
+                self._sendall(chunk)
+            return
+        chunks = [chunk for chunk in chunks if len(chunk)]
+        i = 0
+        while i < len(chunks):
+            sent = sendmsg(chunks[i:i + _IOV_MAX])
+            while sent:     # drop what went out; a partly sent buffer goes on as a view of its rest
+                size = len(chunks[i])
+                if sent >= size:
+                    sent -= size
+                    i += 1
+                else:
+                    chunks[i] = memoryview(chunks[i])[sent:]
+                    sent = 0
+
+    def _fill(self):
+        data = self._recv(self._read_size)
+        if not data:
+            raise SocketError("connection closed by the server")
+        self._reader.feed(data)
+
+    def read_reply(self):
+        reader = self._reader
+        reply = reader.gets() if reader._buf else None     # skip the parse of an empty buffer
+        while reply is None:
+            self._fill()
+            reply = reader.gets()
+        return reply
+
+    def call(self, data):
+        self._sendall(data)
+        return self.read_reply()
+
+    def _timed(self, wait):
+        # Let the server hold a reserve's reply for `wait` seconds on top of the socket timeout.
+        if wait == -1 or self._timeout is None:
+            return False
+        self.sock.settimeout(None if wait is None else wait + self._timeout)
+        return True
+
+    def reserve(self, data, wait=-1):
+        """Send a reserve command: ``(jid, body)`` on a well-formed RESERVED, else the reply."""
+        timed = self._timed(wait)
+        self._sendall(data)
+        reply = self.read_reply()
+        if timed:
+            self.sock.settimeout(self._timeout)
+        if reply[0] == b"RESERVED" and len(reply[1]) == 2 and reply[1][0].isdigit():
+            return int(reply[1][0]), reply[2]
+        return reply
+
+    def job_command(self, verb, jid, ok):
+        """Send ``<verb> <jid>``: None on the bare ``ok`` status, else the reply."""
+        self._sendall(encode_job(verb, jid))
+        reply = self.read_reply()
+        if reply[0] == ok and not reply[1]:
+            return None
+        return reply
+
+    def put(self, body, priority, delay, ttr, encoding):
+        """One put, checked and encoded here: the job id (int) on INSERTED, else the reply."""
+        body = check_body(body, encoding)
+        if len(body) < BIG_BODY:
+            self._sendall(encode_put(body, priority, delay, ttr))
+        else:
+            self.send_chunks(put_chunks(body, priority, delay, ttr))
+        reply = self.read_reply()
+        if reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
+            return int(reply[1][0])
+        return reply
+
+    def _read_many(self, n, results, kind, status):
+        # Read n replies: runs of the expected kind are taken at once; any other reply is
+        # appended as it is. Returns the number of those.
+        bad = 0
+        reader = self._reader
+        while n > 0:
+            n -= reader.take(kind, n, results, status)
+            if n <= 0:
+                break
+            reply = reader.gets()
+            if reply is None:
+                self._fill()
+            else:
+                results.append(reply)
+                bad += 1
+                n -= 1
+        return bad
+
+    def _pipeline(self, windows, results, kind, status):
+        """Send each (chunks, n) window of ``windows`` before reading the replies of the
+        previous one; return the number of replies not of ``kind``."""
+        bad = pending = 0
+        while True:
+            try:
+                window = next(windows, None)
+            except Exception:   # a bad item, or the caller's iterator failed: that window is unsent
+                bad += self._read_many(pending, results, kind, status)
+                raise
+            if window is None:
+                break
+            chunks, n = window
+            self.send_chunks(chunks)
+            _give_way()
+            bad += self._read_many(pending, results, kind, status)
+            pending = n
+        if pending:
+            _give_way()
+        return bad + self._read_many(pending, results, kind, status)
+
+    def put_many(self, items, priority, delay, ttr, encoding, results):
+        """Pipeline puts of ``items`` (as put_windows() takes them). Appends a job id (int)
+        or the failing reply per item to ``results``; returns the number of failed items."""
+        windows = put_windows(items, priority, delay, ttr, encoding, self.window)
+        return self._pipeline(windows, results, KIND_INSERTED, None)
+
+    def jobs_many(self, items, template, args, ok, results):
+        """Pipeline one job command per job id in ``items``: ``template % ((jid,) + args)``.
+        Appends None per bare ``ok`` reply, else the reply; returns the number of those."""
+        return self._pipeline(job_windows(items, template, args, self.window), results, KIND_STATUS, ok)
+
+    def reserve_many(self, n, first_command, results, wait=-1):
+        """Send ``first_command`` (a reserve); while the replies are jobs, pipeline
+        ``reserve-with-timeout 0`` until ``n`` replies. Appends ``(jid, body)`` per job (as
+        reserve()) and any other reply but TIMED_OUT as it is; returns how many of those."""
+        reply = self.reserve(first_command, wait)
+        if len(reply) != 2:
+            if reply[0] == b"TIMED_OUT":
+                return 0
+            results.append(reply)
+            return 1
+        results.append(reply)
+        reader = self._reader
+        left = n - 1
+        bad = 0
+        while left > 0:
+            k = max(1, min(left, self.reserve_window))
+            self._sendall(_RESERVE0 * k)
+            _give_way()
+            left -= k
+            stop = False
+            while k > 0:        # every reply of the window is read, even after a stop
+                k -= reader.take(KIND_JOB, k, results)
+                if k <= 0:
+                    break
+                reply = reader.gets()
+                if reply is None:
+                    self._fill()
+                    continue
+                k -= 1
+                stop = True
+                if reply[0] != b"TIMED_OUT":
+                    results.append(reply)
+                    bad += 1
+            if stop:
+                break
+        return bad
+
+

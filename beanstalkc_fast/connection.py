@@ -1,12 +1,14 @@
 """Connection and Job: the beanstalkc 0.4 API on Python 3, plus beanstalkd 1.12 extras and batches.
 
-All reply semantics live here: which status is success, which is a documented
-failure (``CommandFailed``) and which is unexpected (``UnexpectedResponse``).
-The protocol core (compiled or pure) only frames bytes.
+Reply semantics (which status is success, a documented failure or unexpected) come from
+the command table in ``_commands.py``, shared by every driver; the protocol core's blocking
+driver does the I/O. This module adds the locking, the translation of transport errors,
+Jobs, YAML and the bookkeeping of tubes.
 """
 import _thread
 
-from . import _backend
+from . import _backend, _commands
+from ._commands import result as _result
 from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
                          InvalidType, ProtocolError, SocketError, UnexpectedResponse)
 
@@ -26,55 +28,7 @@ DEFAULT_PRIORITY = 2 ** 31
 DEFAULT_TTR = 120
 
 _SOCKET_DEFAULT = object()
-
-# The one reply-to-exception table: the documented failure statuses of each command
-# (protocol word). They raise CommandFailed; any other unexpected status raises
-# UnexpectedResponse.
-_FAILURES = {
-    "put": ("JOB_TOO_BIG", "BURIED", "DRAINING"),
-    "reserve": ("DEADLINE_SOON", "TIMED_OUT"),
-    "reserve-with-timeout": ("DEADLINE_SOON", "TIMED_OUT"),
-    "ignore": ("NOT_IGNORED",),
-}
-for _cmd in ("reserve-job", "delete", "release", "bury", "touch", "kick-job", "peek", "peek-ready",
-             "peek-delayed", "peek-buried", "stats-job", "stats-tube", "pause-tube"):
-    _FAILURES[_cmd] = ("NOT_FOUND",)
-del _cmd
-
-
-def _error(cmd, reply):
-    """Return the exception for a reply that is not the command's success."""
-    status = reply[0].decode("ascii", "replace")
-    results = [arg.decode("ascii", "replace") for arg in reply[1]]
-    cls = CommandFailed if status in _FAILURES.get(cmd, ()) else UnexpectedResponse
-    return cls(cmd, status, results)
-
-
-def _int_arg(cmd, reply):
-    """The first argument of a success reply as an int; a malformed one is UnexpectedResponse."""
-    args = reply[1]
-    if args and args[0].isdigit():
-        return int(args[0])
-    raise _error(cmd, reply)
-
-
-def _name_arg(cmd, reply):
-    """The tube name argument of a success reply; a malformed one is UnexpectedResponse."""
-    args = reply[1]
-    if len(args) == 1 and args[0].isascii():
-        return args[0].decode("ascii")
-    raise _error(cmd, reply)
-
-
-def _check_timeout(timeout):
-    """A reserve timeout: a non-negative int or float, truncated to whole seconds (as beanstalkc)."""
-    if isinstance(timeout, float):
-        if not 0 <= timeout <= 2 ** 32 - 1:
-            raise InvalidArgument("timeout must be in 0..%d seconds, got %r" % (2 ** 32 - 1, timeout))
-        return int(timeout)
-    return _backend.check_uint32(timeout, "timeout")
-
-
+_UNDECODED = object()     # Job._body before its first decode
 class Connection:
     """A connection to one beanstalkd server.
 
@@ -230,11 +184,35 @@ class Connection:
     # Every command runs under the lock, taken with acquire()/release() rather than "with":
     # a lock's __exit__ costs as much as acquire() and release() together.
 
-    def _failed(self, proto, err):
-        """The exception to raise for ``err`` out of a core call: a refused argument
-        leaves the connection usable; anything else drops it."""
+    # Every command takes this one path: the lock (acquire()/release() rather than "with": a
+    # lock's __exit__ costs as much as both), the closed check, one core call, and the
+    # translation of its errors.
+
+    def _do(self, method, *args):
+        """Call the blocking driver's ``method(*args)`` under the lock; translate its errors."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            try:
+                return getattr(proto, method)(*args)
+            except BaseException as err:
+                raise self._failed(proto, method, err)
+        finally:
+            lock.release()
+
+    def _failed(self, proto, method, err):
+        """The exception to raise for ``err`` out of a core call. An argument refused before a
+        byte was sent leaves the connection usable, and so does any other error of a batch's
+        items or of its caller's iterator (the core read the replies of every window it sent);
+        anything else drops the connection."""
         if isinstance(err, (InvalidArgument, InvalidType)):
-            return err      # refused before a byte was sent: the connection is fine
+            return err
+        if (method == "put_many" or method == "jobs_many") and isinstance(err, Exception) and not isinstance(
+                err, (OSError, SocketError, ProtocolError, MemoryError)):
+            return err
         self._drop(proto)
         if isinstance(err, OSError):
             exc = SocketError(err)
@@ -242,70 +220,14 @@ class Connection:
             return exc
         return err
 
-    def _closed(self):
-        return SocketError("connection is closed; call reconnect()")
-
-    def _call(self, data):
-        """Send one command and return its reply tuple; translate transport errors once."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            proto = self._proto
-            if proto is None:
-                raise self._closed()
-            try:
-                return proto.call(data)
-            except BaseException as err:
-                raise self._failed(proto, err)
-        finally:
-            lock.release()
-
-    def _reserve(self, data, seconds):
-        """Send a reserve command, which may block on the server for ``seconds`` (None:
-        forever) on top of ``socket_timeout``; return the core's reserve result."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            proto = self._proto
-            if proto is None:
-                raise self._closed()
-            try:
-                if self._socket_timeout is None:
-                    return proto.reserve(data)
-                proto.sock.settimeout(None if seconds is None else seconds + self._socket_timeout)
-                reply = proto.reserve(data)
-                proto.sock.settimeout(self._socket_timeout)
-                return reply
-            except BaseException as err:
-                raise self._failed(proto, err)
-        finally:
-            lock.release()
-
-    def _job_call(self, verb, jid, ok):
-        """``<verb> <jid>`` in one core call (it checks jid): None on ``ok``, else the reply."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            proto = self._proto
-            if proto is None:
-                raise self._closed()
-            try:
-                return proto.job_command(verb, jid, ok)
-            except BaseException as err:
-                raise self._failed(proto, err)
-        finally:
-            lock.release()
-
-    def _body_of(self, data, cmd, ok):
-        status, args, body = self._call(data)
-        if status != ok:
-            raise _error(cmd, (status, args))
-        return body
+    def _command(self, cmd, *args):
+        """Run the table's command ``cmd`` with ``args``; return what its reply means."""
+        return _result(cmd, self._do("call", _commands.encode(self._core, cmd, *args)))
 
     # -- YAML --
 
-    def _yaml(self, data, cmd):
-        return self._parse(self._body_of(data, cmd, b"OK"), cmd)
+    def _yaml(self, cmd, *args):
+        return self._parse(self._command(cmd, *args), cmd)
 
     def _parse(self, body, cmd="stats"):
         mode = self._parse_yaml
@@ -321,235 +243,178 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        lock = self._lock
-        lock.acquire()
-        try:
-            proto = self._proto
-            if proto is None:
-                raise self._closed()
-            try:
-                reply = proto.put(body, priority, delay, ttr, self._encoding)
-            except BaseException as err:
-                raise self._failed(proto, err)
-        finally:
-            lock.release()
+        reply = self._do("put", body, priority, delay, ttr, self._encoding)
         if reply.__class__ is int:
             return reply
-        raise _error("put", reply)
+        return _result("put", reply)
 
     def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""
-        status, args, _ = self._call(b"use %s\r\n" % self._core.check_tube(name))
-        if status != b"USING":
-            raise _error("use", (status, args))
-        self._using = _name_arg("use", (status, args))
+        self._using = self._command("use", name)
         return self._using
 
     def using(self) -> str:
         """Return the name of the tube used for puts."""
-        status, args, _ = self._call(b"list-tube-used\r\n")
-        if status != b"USING":
-            raise _error("list-tube-used", (status, args))
-        return _name_arg("list-tube-used", (status, args))
+        return self._command("list-tube-used")
 
     # -- consumer --
-
-    def _job(self, reply, cmd, reserved):
-        status, args, body = reply
-        if status == (b"RESERVED" if reserved else b"FOUND"):
-            return Job(self, _int_arg(cmd, reply), body, reserved)
-        raise _error(cmd, (status, args))
 
     def reserve(self, timeout: "Optional[float]" = None) -> "Optional[Job]":
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds
         (forever if None). Return a Job, or None on timeout; raise DeadlineSoon."""
         if timeout is None:
-            reply = self._reserve(b"reserve\r\n", None)
+            reply = self._do("reserve", b"reserve\r\n", None)
             cmd = "reserve"
         else:
             if timeout.__class__ is not int or not 0 <= timeout <= 4294967295:
-                timeout = _check_timeout(timeout)
-            reply = self._reserve(b"reserve-with-timeout %d\r\n" % timeout, timeout)
+                timeout = _commands.check_timeout(self._core, timeout)
+            reply = self._do("reserve", b"reserve-with-timeout %d\r\n" % timeout, timeout)
             cmd = "reserve-with-timeout"
-        if len(reply) == 2:
-            return Job(self, reply[0], reply[1], True)
-        if reply[0] == b"TIMED_OUT":
-            return None
-        if reply[0] == b"DEADLINE_SOON":
-            raise DeadlineSoon([])
-        raise _error(cmd, reply)
+        if len(reply) != 2:
+            reply = _result(cmd, reply)
+            if reply is None:
+                return None
+        return Job(self, reply[0], reply[1], True)
 
     def reserve_job(self, jid: "JobRef") -> "Job":
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
-        return self._job(self._call(b"reserve-job %d\r\n" % self._core.check_jid(jid)), "reserve-job", True)
+        jid, body = self._command("reserve-job", jid)
+        return Job(self, jid, body, True)
 
     def watch(self, name: str) -> int:
         """Watch the tube ``name``; return the number of watched tubes."""
-        raw = self._core.check_tube(name)
-        status, args, _ = self._call(b"watch %s\r\n" % raw)
-        if status != b"WATCHING":
-            raise _error("watch", (status, args))
-        name = raw.decode("ascii")
+        count = self._command("watch", name)
+        name = name if isinstance(name, str) else name.decode("ascii")
         if name not in self._watching:
             self._watching.append(name)
-        return _int_arg("watch", (status, args))
+        return count
 
     def ignore(self, name: str) -> int:
         """Stop watching the tube ``name``; return the number of watched tubes
         (1 when it was the last one, which beanstalkd refuses to ignore)."""
-        raw = self._core.check_tube(name)
-        status, args, _ = self._call(b"ignore %s\r\n" % raw)
-        if status == b"WATCHING":
-            name = raw.decode("ascii")
+        reply = self._do("call", _commands.encode(self._core, "ignore", name))
+        count = _result("ignore", reply)
+        if reply[0] == b"WATCHING":
+            name = name if isinstance(name, str) else name.decode("ascii")
             if name in self._watching:
                 self._watching.remove(name)
-            return _int_arg("ignore", (status, args))
-        if status == b"NOT_IGNORED":
-            return 1
-        raise _error("ignore", (status, args))
+        return count
 
     def watching(self) -> "YAMLResult":
         """Return the list of watched tubes."""
-        return self._yaml(b"list-tubes-watched\r\n", "list-tubes-watched")
+        return self._yaml("list-tubes-watched")
 
     def tubes(self) -> "YAMLResult":
         """Return the list of all existing tubes."""
-        return self._yaml(b"list-tubes\r\n", "list-tubes")
+        return self._yaml("list-tubes")
 
     # -- jobs --
 
-    def _job_command(self, data, cmd, ok):
-        status, args, _ = self._call(data)
-        if status != ok and not (cmd == "release" and status == b"BURIED"):
-            raise _error(cmd, (status, args))
+    def _job_command(self, cmd, verb, jid, ok):
+        # delete/touch/kick-job: one core call that checks, encodes, sends and reads
+        reply = self._do("job_command", verb, jid, ok)
+        if reply is not None:
+            _result(cmd, reply)
 
     def delete(self, jid: "JobRef") -> None:
         """Delete the job ``jid``."""
-        reply = self._job_call(b"delete", jid, b"DELETED")
-        if reply is not None:
-            raise _error("delete", reply)
+        self._job_command("delete", b"delete", jid, b"DELETED")
 
     def release(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
-        core = self._core
-        self._job_command(b"release %d %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority"),
-                                                      core.check_uint32(delay, "delay")), "release", b"RELEASED")
+        self._command("release", jid, priority, delay)
 
     def bury(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury the reserved job ``jid``."""
-        core = self._core
-        self._job_command(b"bury %d %d\r\n" % (core.check_jid(jid), core.check_uint32(priority, "priority")),
-                          "bury", b"BURIED")
+        self._command("bury", jid, priority)
 
     def touch(self, jid: "JobRef") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        reply = self._job_call(b"touch", jid, b"TOUCHED")
-        if reply is not None:
-            raise _error("touch", reply)
+        self._job_command("touch", b"touch", jid, b"TOUCHED")
 
     def kick(self, bound: int = 1) -> int:
         """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
-        status, args, _ = self._call(b"kick %d\r\n" % self._core.check_uint32(bound, "bound"))
-        if status != b"KICKED":
-            raise _error("kick", (status, args))
-        return _int_arg("kick", (status, args))
+        return self._command("kick", bound)
 
     def kick_job(self, jid: "JobRef") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        reply = self._job_call(b"kick-job", jid, b"KICKED")
-        if reply is not None:
-            raise _error("kick-job", reply)
+        self._job_command("kick-job", b"kick-job", jid, b"KICKED")
 
-    def _peek(self, data, cmd):
-        reply = self._call(data)
-        if reply[0] == b"NOT_FOUND":
-            return None
-        return self._job(reply, cmd, False)
+    def _peek(self, cmd, *args):
+        found = self._command(cmd, *args)
+        return None if found is None else Job(self, found[0], found[1], False)
 
     def peek(self, jid: "JobRef") -> "Optional[Job]":
         """Return the job ``jid`` (not reserved), or None."""
-        return self._peek(b"peek %d\r\n" % self._core.check_jid(jid), "peek")
+        return self._peek("peek", jid)
 
     def peek_ready(self) -> "Optional[Job]":
         """Return the next ready job of the used tube, or None."""
-        return self._peek(b"peek-ready\r\n", "peek-ready")
+        return self._peek("peek-ready")
 
     def peek_delayed(self) -> "Optional[Job]":
         """Return the delayed job of the used tube with the shortest delay left, or None."""
-        return self._peek(b"peek-delayed\r\n", "peek-delayed")
+        return self._peek("peek-delayed")
 
     def peek_buried(self) -> "Optional[Job]":
         """Return the next buried job of the used tube, or None."""
-        return self._peek(b"peek-buried\r\n", "peek-buried")
+        return self._peek("peek-buried")
 
     # -- stats and admin --
 
     def stats(self) -> "YAMLResult":
         """Return the server's statistics (a dict with ``parse_yaml=True``)."""
-        return self._yaml(b"stats\r\n", "stats")
+        return self._yaml("stats")
 
     def stats_tube(self, name: str) -> "YAMLResult":
         """Return the statistics of the tube ``name``."""
-        return self._yaml(b"stats-tube %s\r\n" % self._core.check_tube(name), "stats-tube")
+        return self._yaml("stats-tube", name)
 
     def stats_job(self, jid: "JobRef") -> "YAMLResult":
         """Return the statistics of the job ``jid``."""
-        return self._yaml(b"stats-job %d\r\n" % self._core.check_jid(jid), "stats-job")
+        return self._yaml("stats-job", jid)
 
     def pause_tube(self, name: str, delay: int) -> None:
         """Pause the tube ``name`` for ``delay`` seconds (0 unpauses)."""
-        core = self._core
-        self._job_command(b"pause-tube %s %d\r\n" % (core.check_tube(name), core.check_uint32(delay, "delay")),
-                          "pause-tube", b"PAUSED")
+        self._command("pause-tube", name, delay)
 
     # -- batches --
 
-    def _batch(self, cmd, run, outcome, results, *args, wait=None):
-        """Run a pipelined core batch; map every entry of ``results`` to its outcome.
+    def _outcome(self, cmd, entry):
+        # A batch entry as the caller sees it: an id, None, a Job, or the item's exception.
+        if entry is None or entry.__class__ is int:
+            return entry
+        if len(entry) == 2:     # (jid, body) of a reserved job
+            return Job(self, entry[0], entry[1], True)
+        return _commands.outcome(cmd, entry)
+
+    def _batch(self, cmd, method, results, *args):
+        """Run a pipelined core batch that appends an entry per item to ``results``; return
+        ``results`` when every reply was the expected one, else their outcomes.
 
         Raises BatchError when an item failed, and attaches the confirmed outcomes as
         ``.results`` to an error of the items (a bad item, or the iterator's own exception:
         the connection stays usable) or to a transport error (a prefix; the connection is closed).
-        ``wait``: seconds the first command may block on the server, on top of ``socket_timeout``.
         """
-        with self._lock:
-            proto = self._proto
-            if proto is None:
-                raise self._closed()
-            timed = wait is not None and self._socket_timeout is not None
-            if timed:
-                proto.sock.settimeout(wait + self._socket_timeout)
-            try:
-                bad = getattr(proto, run)(*args)
-                if timed:
-                    proto.sock.settimeout(self._socket_timeout)
-            except OSError as err:
-                self._drop(proto)
-                exc = SocketError(err)
-                exc.results = [outcome(r) for r in results]
-                raise exc from err
-            except (SocketError, ProtocolError) as err:
-                self._drop(proto)
-                err.results = [outcome(r) for r in results]
-                raise
-            except Exception as err:
-                if run == "reserve_many" or isinstance(err, MemoryError):
-                    self._drop(proto)
-                    raise
-                # A bad item or the caller's iterator failed before its window was sent; the core
-                # read the replies of the windows sent, so the stream is in sync.
-                # results is None when nothing was sent (a sequence, or an iterator's first window).
+        try:
+            bad = self._do(method, *args)
+        except (SocketError, ProtocolError) as err:
+            err.results = [self._outcome(cmd, r) for r in results]
+            raise
+        except Exception as err:
+            if method != "reserve_many" and not isinstance(err, MemoryError):
+                # results is empty when nothing was sent (a sequence, or an iterator's first window)
                 try:
-                    err.results = [outcome(r) for r in results] if results else None
+                    err.results = [self._outcome(cmd, r) for r in results] if results else None
                 except AttributeError:
                     pass
-                raise
-            except BaseException:
-                self._drop(proto)
-                raise
-        if bad:
-            raise BatchError([outcome(r) for r in results])
-        return results
+            raise
+        if not bad:
+            return results
+        outcomes = [self._outcome(cmd, r) for r in results]
+        if any(isinstance(r, BaseException) for r in outcomes):
+            raise BatchError(outcomes)
+        return outcomes
 
     def put_many(self, items: "Iterable[PutItem]", priority: int = DEFAULT_PRIORITY, delay: int = 0,
                  ttr: int = DEFAULT_TTR) -> "List[int]":
@@ -568,14 +433,15 @@ class Connection:
         for value, what in ((priority, "priority"), (delay, "delay"), (ttr, "ttr")):
             core.check_uint32(value, what)
         results: list = []
-        return self._batch("put", "put_many", _put_outcome, results, items, priority, delay, ttr,
-                           self._encoding, results)
+        return self._batch("put", "put_many", results, items, priority, delay, ttr, self._encoding, results)
 
-    def _jobs_many(self, cmd, template, args, ok, jids):
+    def _jobs_many(self, cmd, jids, *args):
+        template, kinds, statuses = _commands.COMMANDS[cmd]
+        args = tuple([self._core.check_uint32(value, kind) for kind, value in zip(kinds[1:], args)])
+        ok = next(iter(statuses))   # the first status listed is the plain success
         results: list = []
-        outcome = _job_outcome(cmd, ok)
         try:
-            self._batch(cmd, "jobs_many", outcome, results, jids, template, args, ok, results)
+            self._batch(cmd, "jobs_many", results, jids, template, args, ok, results)
         finally:
             if cmd != "touch" and isinstance(jids, (list, tuple)):
                 for item, result in zip(jids, results):
@@ -584,22 +450,19 @@ class Connection:
 
     def delete_many(self, jids: "Iterable[JobRef]") -> None:
         """Delete many jobs (ids or Jobs), pipelined."""
-        self._jobs_many("delete", b"delete %d\r\n", (), b"DELETED", jids)
+        self._jobs_many("delete", jids)
 
     def release_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release many reserved jobs (ids or Jobs), pipelined."""
-        core = self._core
-        args = (core.check_uint32(priority, "priority"), core.check_uint32(delay, "delay"))
-        self._jobs_many("release", b"release %d %d %d\r\n", args, b"RELEASED", jids)
+        self._jobs_many("release", jids, priority, delay)
 
     def bury_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury many reserved jobs (ids or Jobs), pipelined."""
-        args = (self._core.check_uint32(priority, "priority"),)
-        self._jobs_many("bury", b"bury %d %d\r\n", args, b"BURIED", jids)
+        self._jobs_many("bury", jids, priority)
 
     def touch_many(self, jids: "Iterable[JobRef]") -> None:
         """Touch many reserved jobs (ids or Jobs), pipelined."""
-        self._jobs_many("touch", b"touch %d\r\n", (), b"TOUCHED", jids)
+        self._jobs_many("touch", jids)
 
     def reserve_many(self, n: int, timeout: float = 0) -> "List[Job]":
         """Reserve up to ``n`` jobs: wait up to ``timeout`` seconds for the first, then take
@@ -607,22 +470,15 @@ class Connection:
 
         Raises DeadlineSoon when the first reserve reports it (later ones just end the batch).
         """
-        n = self._core.check_uint32(n, "n")
-        seconds = _check_timeout(timeout)
+        core = self._core
+        n = core.check_uint32(n, "n")
+        seconds = _commands.check_timeout(core, timeout)
         if n == 0:
             return []
         results: list = []
-
-        def outcome(entry):
-            if len(entry) == 2:     # (jid, body)
-                return Job(self, entry[0], entry[1], True)
-            if entry[0] == b"DEADLINE_SOON":
-                return DeadlineSoon([])
-            return _error("reserve-with-timeout", entry)
-
         first = b"reserve-with-timeout %d\r\n" % seconds
         try:
-            self._batch("reserve", "reserve_many", outcome, results, n, first, results, wait=seconds)
+            results = self._batch("reserve-with-timeout", "reserve_many", results, n, first, results, seconds)
         except BatchError as err:
             jobs = [r for r in err.results if isinstance(r, Job)]
             if all(isinstance(r, (Job, DeadlineSoon)) for r in err.results):
@@ -631,18 +487,6 @@ class Connection:
                 return jobs
             raise
         return [Job(self, jid, body, True) for jid, body in results]
-
-
-def _put_outcome(entry):
-    return entry if entry.__class__ is int else _error("put", entry)
-
-
-def _job_outcome(cmd, ok):
-    def outcome(entry):
-        if entry is None or (cmd == "release" and entry[0] == b"BURIED"):
-            return None
-        return _error(cmd, entry)
-    return outcome
 
 
 def _backend_name(core):
@@ -683,40 +527,46 @@ class Job:
     body that does not decode never loses the job: it can still be buried or deleted.
     """
 
-    def __init__(self, conn: "Connection", jid: int, body: "Body", reserved: bool = True) -> None:
+    def __init__(self, conn: "Connection", jid: int, body: "Optional[Body]", reserved: bool = True) -> None:
         self.conn = conn
         self.jid = jid
         self.reserved = reserved
-        self._body: "Union[str, bytes, None]"
+        self._body: "Any"
         if body.__class__ is bytes:     # the common case first: a job from the server
+            self._body = _UNDECODED
+            self.body_bytes: "Optional[bytes]" = body
+        elif body is None:              # a Job built from an id alone, to call stats() or delete() on it
             self._body = None
-            self.body_bytes = body
+            self.body_bytes = None
         elif isinstance(body, str):
             self._body = body
             encoding = getattr(conn, "_encoding", None) or "utf-8"
             self.body_bytes = body.encode(encoding)
         else:
-            self._body = None
-            self.body_bytes = bytes(body)
+            try:    # bytes-like only: bytes(3) would be three zero bytes, not the body 3
+                self.body_bytes = memoryview(body).tobytes()
+            except TypeError:
+                raise InvalidType("job body must be str, bytes-like or None, not %s" % type(body).__name__) from None
+            self._body = _UNDECODED
 
     @property
-    def body(self) -> "Union[str, bytes]":
-        if self._body is None:
+    def body(self) -> "Union[str, bytes, None]":
+        if self._body is _UNDECODED:
             encoding = getattr(self.conn, "_encoding", "utf-8")
-            self._body = self.body_bytes if encoding is None else self.body_bytes.decode(encoding)
+            self._body = self.body_bytes if encoding is None else self.body_bytes.decode(encoding)  # type: ignore
         return self._body
 
     @body.setter
-    def body(self, value: "Body") -> None:
+    def body(self, value: "Optional[Body]") -> None:
         Job.__init__(self, self.conn, self.jid, value, self.reserved)
 
     def __repr__(self) -> str:
-        return "<beanstalkc_fast.Job jid=%d reserved=%s body=%r>" % (self.jid, self.reserved, self.body_bytes[:40])
+        raw = None if self.body_bytes is None else self.body_bytes[:40]
+        return "<beanstalkc_fast.Job jid=%d reserved=%s body=%r>" % (self.jid, self.reserved, raw)
 
     def _priority(self):
         # The job's current priority, whatever parse_yaml says.
-        body = self.conn._body_of(b"stats-job %d\r\n" % self.conn._core.check_jid(self.jid), "stats-job", b"OK")
-        stats = _load_yaml(self.conn._core, body)
+        stats = _load_yaml(self.conn._core, self.conn._command("stats-job", self.jid))
         return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
 
     def delete(self) -> None:

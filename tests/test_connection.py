@@ -1022,9 +1022,9 @@ class HeldFailure:
         self.sock = proto.sock
         self.release = threading.Event()
 
-    def reserve(self, data):
+    def reserve(self, *args):
         try:
-            return self.proto.reserve(data)
+            return self.proto.reserve(*args)
         except BaseException:
             self.release.wait(10)
             raise

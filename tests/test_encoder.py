@@ -264,9 +264,9 @@ def test_parse_yaml_parity():
 def test_parse_yaml_real_stats(conn, impl):
     # What this server really sends for stats, stats-tube, stats-job and list-tubes.
     jid = conn.put(b"x")
-    for cmd in (b"stats\r\n", b"stats-tube %s\r\n" % conn.using().encode(), b"stats-job %d\r\n" % jid,
-                b"list-tubes\r\n", b"list-tubes-watched\r\n"):
-        body = conn._body_of(cmd, cmd.split()[0].decode(), b"OK")
+    for cmd, args in (("stats", ()), ("stats-tube", (conn.using(),)), ("stats-job", (jid,)), ("list-tubes", ()),
+                      ("list-tubes-watched", ())):
+        body = conn._command(cmd, *args)
         assert impl.parse_yaml(body) == yaml.safe_load(body)
 
 

@@ -1,0 +1,147 @@
+"""The command table, written once for every driver (blocking, asyncio, pool).
+
+For each command (by protocol word): its line template, the kinds of its arguments
+(each checked by the protocol core before a byte is encoded), and what each
+acceptable reply status becomes. ``_FAILURES`` is the one reply-to-exception table:
+a status that a command documents as a failure raises ``CommandFailed``, any other
+unexpected one ``UnexpectedResponse``. Nothing here does I/O.
+"""
+from .exceptions import CommandFailed, DeadlineSoon, InvalidArgument, UnexpectedResponse
+
+_FAILURES = {
+    "put": ("JOB_TOO_BIG", "BURIED", "DRAINING"),
+    "reserve": ("DEADLINE_SOON", "TIMED_OUT"),
+    "reserve-with-timeout": ("DEADLINE_SOON", "TIMED_OUT"),
+    "ignore": ("NOT_IGNORED",),
+}
+for _cmd in ("reserve-job", "delete", "release", "bury", "touch", "kick-job", "peek", "peek-ready",
+             "peek-delayed", "peek-buried", "stats-job", "stats-tube", "pause-tube"):
+    _FAILURES[_cmd] = ("NOT_FOUND",)
+del _cmd
+
+
+def error(cmd, reply):
+    """Return the exception for a reply ``(status, args[, body])`` that is not the command's success."""
+    status = reply[0].decode("ascii", "replace")
+    results = [arg.decode("ascii", "replace") for arg in reply[1]]
+    cls = CommandFailed if status in _FAILURES.get(cmd, ()) else UnexpectedResponse
+    return cls(cmd, status, results)
+
+
+# -- what a success reply becomes (a malformed one is UnexpectedResponse) --
+
+def _int(cmd, reply):
+    args = reply[1]
+    if len(args) == 1 and args[0].isdigit():
+        return int(args[0])
+    raise error(cmd, reply)
+
+
+def _name(cmd, reply):
+    args = reply[1]
+    if len(args) == 1 and args[0].isascii():
+        return args[0].decode("ascii")
+    raise error(cmd, reply)
+
+
+def _none(cmd, reply):
+    if reply[1]:
+        raise error(cmd, reply)
+    return None
+
+
+def _one(cmd, reply):
+    return 1
+
+
+def _body(cmd, reply):
+    return reply[2]
+
+
+def _job(cmd, reply):
+    args = reply[1]
+    if args and args[0].isdigit():
+        return int(args[0]), reply[2]
+    raise error(cmd, reply)
+
+
+def _deadline_soon(cmd, reply):
+    raise DeadlineSoon([])
+
+
+_RESERVED = {b"RESERVED": _job, b"TIMED_OUT": _none, b"DEADLINE_SOON": _deadline_soon}
+_PEEKED = {b"FOUND": _job, b"NOT_FOUND": _none}
+_YAML = {b"OK": _body}
+
+# protocol word: (line template, argument kinds, {reply status: result of that reply})
+COMMANDS = {
+    "put": (b"put %d %d %d %d\r\n", ("priority", "delay", "ttr", "size"), {b"INSERTED": _int}),
+    "use": (b"use %s\r\n", ("tube",), {b"USING": _name}),
+    "list-tube-used": (b"list-tube-used\r\n", (), {b"USING": _name}),
+    "reserve": (b"reserve\r\n", (), _RESERVED),
+    "reserve-with-timeout": (b"reserve-with-timeout %d\r\n", ("timeout",), _RESERVED),
+    "reserve-job": (b"reserve-job %d\r\n", ("jid",), {b"RESERVED": _job}),
+    "watch": (b"watch %s\r\n", ("tube",), {b"WATCHING": _int}),
+    "ignore": (b"ignore %s\r\n", ("tube",), {b"WATCHING": _int, b"NOT_IGNORED": _one}),
+    "list-tubes-watched": (b"list-tubes-watched\r\n", (), _YAML),
+    "list-tubes": (b"list-tubes\r\n", (), _YAML),
+    "delete": (b"delete %d\r\n", ("jid",), {b"DELETED": _none}),
+    "release": (b"release %d %d %d\r\n", ("jid", "priority", "delay"), {b"RELEASED": _none, b"BURIED": _none}),
+    "bury": (b"bury %d %d\r\n", ("jid", "priority"), {b"BURIED": _none}),
+    "touch": (b"touch %d\r\n", ("jid",), {b"TOUCHED": _none}),
+    "kick": (b"kick %d\r\n", ("bound",), {b"KICKED": _int}),
+    "kick-job": (b"kick-job %d\r\n", ("jid",), {b"KICKED": _none}),
+    "peek": (b"peek %d\r\n", ("jid",), _PEEKED),
+    "peek-ready": (b"peek-ready\r\n", (), _PEEKED),
+    "peek-delayed": (b"peek-delayed\r\n", (), _PEEKED),
+    "peek-buried": (b"peek-buried\r\n", (), _PEEKED),
+    "stats": (b"stats\r\n", (), _YAML),
+    "stats-tube": (b"stats-tube %s\r\n", ("tube",), _YAML),
+    "stats-job": (b"stats-job %d\r\n", ("jid",), _YAML),
+    "pause-tube": (b"pause-tube %s %d\r\n", ("tube", "delay"), {b"PAUSED": _none}),
+}
+
+
+def check_timeout(core, timeout):
+    """A reserve timeout: a non-negative int or float, truncated to whole seconds (as beanstalkc)."""
+    if isinstance(timeout, float):
+        if not 0 <= timeout <= 2 ** 32 - 1:
+            raise InvalidArgument("timeout must be in 0..%d seconds, got %r" % (2 ** 32 - 1, timeout))
+        return int(timeout)
+    return core.check_uint32(timeout, "timeout")
+
+
+def _check(core, kind, value):
+    if kind == "jid":
+        return core.check_jid(value)
+    if kind == "tube":
+        return core.check_tube(value)
+    if kind == "timeout":
+        return check_timeout(core, value)
+    return core.check_uint32(value, kind)
+
+
+def encode(core, cmd, *args):
+    """The command line of ``cmd`` with its arguments checked by ``core`` (before a byte is sent)."""
+    template, kinds, _ = COMMANDS[cmd]
+    if len(args) != len(kinds):
+        raise TypeError("%s takes %d arguments (%s), got %d" % (cmd, len(kinds), ", ".join(kinds), len(args)))
+    if not kinds:
+        return template
+    return template % tuple([_check(core, kind, value) for kind, value in zip(kinds, args)])
+
+
+def result(cmd, reply):
+    """What the reply ``(status, args, body)`` to ``cmd`` means: its value, or raise its exception."""
+    take = COMMANDS[cmd][2].get(reply[0])
+    if take is None:
+        raise error(cmd, reply)
+    return take(cmd, reply)
+
+
+def outcome(cmd, reply):
+    """As result(), but the exception is returned, not raised (a batch item's outcome)."""
+    try:
+        return result(cmd, reply)
+    except (CommandFailed, UnexpectedResponse, DeadlineSoon) as err:
+        return err
