@@ -1,0 +1,219 @@
+# -- blocking driver: the only code here that touches a socket (see _pyprotocol.Protocol) --
+
+cdef class Protocol:
+    """Protocol(sock, read_size=65536)
+--
+
+"""
+    cdef public object sock                 # the Python socket object; all I/O goes through its methods
+    cdef object _sendall                    # sock.sendall, cached
+    cdef object _sendmsg                    # sock.sendmsg, cached; None where the socket has none
+    cdef object _recv_into                  # sock.recv_into, cached
+    cdef object _timeout                    # the socket's timeout when the driver was made (None: none)
+    cdef Py_ssize_t _read_size              # smallest free space offered to one recv_into
+    cdef ReplyReader _reader                # the receive buffer and reply parser
+    cdef public Py_ssize_t window           # commands per pipelined window (WINDOW_ITEMS)
+    cdef public Py_ssize_t reserve_window   # reserves per window (RESERVE_WINDOW)
+
+    def __init__(self, sock, read_size=READ_SIZE):
+        self.sock = sock
+        self._sendall = sock.sendall
+        self._sendmsg = getattr(sock, "sendmsg", None)
+        self._recv_into = sock.recv_into
+        self._timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
+        self._read_size = read_size if read_size > 0 else 1
+        self._reader = ReplyReader()
+        self.window = C_WINDOW_ITEMS
+        self.reserve_window = C_RESERVE_WINDOW
+
+    def send(self, data):
+        self._sendall(data)
+
+    def send_chunks(self, chunks):
+        self._send_chunks(list(chunks))
+
+    cdef int _send_chunks(self, list chunks) except -1:
+        cdef Py_ssize_t i = 0, sent, size
+        if len(chunks) == 1 or self._sendmsg is None:
+            for chunk in chunks:
+                self._sendall(chunk)
+            return 0
+        chunks = [chunk for chunk in chunks if len(chunk)]
+        while i < len(chunks):
+            sent = self._sendmsg(chunks[i:i + IOV_MAX])
+            while sent:     # drop what went out; a partly sent buffer goes on as a view of its rest
+                size = len(chunks[i])
+                if sent >= size:
+                    sent -= size
+                    i += 1
+                else:
+                    chunks[i] = memoryview(chunks[i])[sent:]
+                    sent = 0
+        return 0
+
+    cdef int _fill(self) except -1:
+        """One recv_into straight into the reader's buffer; EOF raises SocketError."""
+        cdef ReplyReader r = self._reader
+        cdef Py_ssize_t want = 0, floor, n
+        cdef char *nbuf
+        if r._start == r._end:
+            r._start = r._end = 0
+            if r._cap > KEEP_BYTES and self._read_size < KEEP_BYTES and r._view is None:
+                nbuf = <char *>PyMem_Realloc(r._buf, self._read_size)
+                if nbuf != NULL:
+                    r._buf = nbuf
+                    r._cap = self._read_size
+        if r._need:
+            want = r._need - (r._end - r._start)
+            if want > MAX_RESERVE:      # an announced size is a claim: grow with the data, not before it
+                want = MAX_RESERVE
+        floor = self._read_size if self._read_size < MIN_FREE else MIN_FREE
+        if r._cap - r._end < (want if want > floor else floor):
+            r._reserve(want if want > self._read_size else self._read_size)
+        mv = PyMemoryView_FromMemory(r._buf + r._end, r._cap - r._end, PyBUF_WRITE)
+        try:
+            got = self._recv_into(mv)
+        except BaseException:
+            _release_view(mv)
+            raise
+        _release_view(mv)
+        n = got
+        if n <= 0:
+            raise SocketError("connection closed by the server")
+        r._end += n
+        return 0
+
+    cdef ReplyReader _next(self):
+        """Receive until the reader holds a whole reply (parsed, not consumed); return the reader."""
+        cdef ReplyReader r = self._reader
+        while not r._parse():
+            self._fill()
+        return r
+
+    def read_reply(self):
+        return self._next()._reply()
+
+    def call(self, data):
+        self._sendall(data)
+        return self._next()._reply()
+
+    cdef bint _timed(self, object wait) except -1:
+        # Let the server hold a reserve's reply for `wait` seconds on top of the socket timeout.
+        if self._timeout is None or wait == -1:
+            return False
+        self.sock.settimeout(None if wait is None else wait + self._timeout)
+        return True
+
+    def reserve(self, data, wait=-1):
+        cdef ReplyReader r = self._reader
+        cdef bint timed = self._timed(wait)
+        self._sendall(data)
+        self._next()
+        if timed:
+            self.sock.settimeout(self._timeout)
+        job = r._job(b"RESERVED")
+        return job if job is not None else r._reply()
+
+    def job_command(self, verb, jid, ok):
+        cdef ReplyReader r = self._reader
+        self._sendall(_encode_job(verb, jid))
+        self._next()
+        if r._ntok == 1 and r._tok_is(0, ok):
+            r._consume()
+            return None
+        return r._reply()
+
+    def put(self, body, priority, delay, ttr, encoding):
+        cdef ReplyReader r = self._reader
+        body = _check_body(body, encoding)
+        if PyBytes_CheckExact(body) and PyBytes_GET_SIZE(body) < C_BIG_BODY:
+            self._sendall(_encode_put(body, priority, delay, ttr))
+        else:
+            self._send_chunks(_put_chunks(body, priority, delay, ttr))
+        self._next()
+        jid = r._inserted()
+        return jid if jid is not None else r._reply()
+
+    # -- batches --
+
+    cdef Py_ssize_t _read_many(self, Py_ssize_t n, list results, int kind, bytes status) except -1:
+        # Read n replies: runs of the expected kind are taken at once; any other reply is
+        # appended as it is. Returns the number of those.
+        cdef ReplyReader r = self._reader
+        cdef Py_ssize_t bad = 0
+        while n > 0:
+            n -= r._take(kind, n, results, status)
+            if n <= 0:
+                break
+            if r._parse():
+                results.append(r._reply())
+                bad += 1
+                n -= 1
+            else:
+                self._fill()
+        return bad
+
+    cdef Py_ssize_t _pipeline(self, _Windows windows, list results, int kind, bytes status) except -1:
+        # Send each window before reading the replies of the previous one.
+        cdef Py_ssize_t bad = 0, pending = 0
+        while True:
+            try:
+                window = windows._next_window()
+            except Exception:   # a bad item, or the caller's iterator failed: that window is unsent
+                bad += self._read_many(pending, results, kind, status)
+                raise
+            if window is None:
+                break
+            self._send_chunks(<list>window[0])
+            _give_way()
+            bad += self._read_many(pending, results, kind, status)
+            pending = window[1]
+        if pending:
+            _give_way()
+        return bad + self._read_many(pending, results, kind, status)
+
+    def put_many(self, items, priority, delay, ttr, encoding, results):
+        windows = _PutWindows(items, priority, delay, ttr, encoding, self.window)
+        return self._pipeline(windows, results, C_KIND_INSERTED, None)
+
+    def jobs_many(self, items, template, args, ok, results):
+        windows = _JobWindows(items, template, args, self.window)
+        return self._pipeline(windows, results, C_KIND_STATUS, ok if type(ok) is bytes else bytes(ok))
+
+    def reserve_many(self, n, first_command, results, wait=-1):
+        cdef ReplyReader r = self._reader
+        cdef Py_ssize_t left, k, bad = 0
+        cdef bint stop
+        reply = self.reserve(first_command, wait)
+        if len(reply) != 2:
+            if reply[0] == b"TIMED_OUT":
+                return 0
+            results.append(reply)
+            return 1
+        results.append(reply)
+        left = n - 1
+        while left > 0:
+            k = left if left < self.reserve_window else self.reserve_window
+            if k < 1:
+                k = 1
+            self._sendall(_RESERVE0 * k)
+            _give_way()
+            left -= k
+            stop = False
+            while k > 0:        # every reply of the window is read, even after a stop
+                k -= r._take(C_KIND_JOB, k, results, b"RESERVED")
+                if k <= 0:
+                    break
+                if not r._parse():
+                    self._fill()
+                    continue
+                k -= 1
+                stop = True
+                if r._tok_is(0, b"TIMED_OUT"):
+                    r._consume()
+                else:
+                    results.append(r._reply())
+                    bad += 1
+            if stop:
+                break
+        return bad

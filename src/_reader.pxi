@@ -1,0 +1,275 @@
+# -- reader: replies out of buffered bytes, no I/O (see _pyprotocol.ReplyReader) ----------
+
+cdef class ReplyReader:
+    # binding=False keeps the import cheap; a clinic-style first line gives inspect the signature
+    """ReplyReader(max_line=1024)
+--
+
+"""
+    cdef char *_buf                         # buffered reply bytes (PyMem_Malloc'd)
+    cdef Py_ssize_t _cap                    # allocated size of _buf
+    cdef Py_ssize_t _start                  # offset of the first unconsumed byte
+    cdef Py_ssize_t _end                    # offset one past the last buffered byte
+    cdef Py_ssize_t _max_line               # longest reply line accepted, without its CRLF
+    cdef Py_ssize_t _need                   # bytes from _start the pending reply needs (its line is parsed); 0: unknown
+    cdef object _view                       # the memoryview of get_buffer(), released before _buf may move
+    # The reply found by the last _parse() that returned 1 (offsets into _buf):
+    cdef Py_ssize_t _eol                    # the CRLF that ends the reply line
+    cdef Py_ssize_t _next                   # one past the whole reply (line, body and its CRLF)
+    cdef Py_ssize_t _body                   # the body, or -1 when the status has none
+    cdef Py_ssize_t _body_len               # length of the body
+    cdef int _ntok                          # number of whitespace-separated tokens of the line
+    cdef Py_ssize_t _tok[MAXTOK]            # offsets of the first MAXTOK tokens
+    cdef Py_ssize_t _tlen[MAXTOK]           # lengths of the first MAXTOK tokens
+
+    def __cinit__(self, *args, **kw):
+        self._cap = 4096
+        self._buf = <char *>PyMem_Malloc(self._cap)
+        if self._buf == NULL:
+            raise MemoryError()
+        self._start = self._end = self._need = 0
+        self._ntok = 0
+
+    def __init__(self, max_line=MAX_LINE):
+        self._max_line = max_line if max_line < 2 ** 60 else 2 ** 60     # no overflow in pos + max_line + 2
+
+    def __dealloc__(self):
+        if self._view is not None:
+            try:
+                self._view.release()
+            except Exception:
+                pass
+        PyMem_Free(self._buf)
+        self._buf = NULL
+
+    def __len__(self):
+        return self._end - self._start
+
+    def feed(self, data):
+        cdef Py_buffer view
+        self._drop_view()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if self._start == self._end:
+                self._start = self._end = 0
+            self._reserve(view.len)
+            memcpy(self._buf + self._end, view.buf, view.len)
+            self._end += view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def get_buffer(self, Py_ssize_t sizehint=-1):
+        cdef Py_ssize_t want = sizehint if sizehint > MIN_FREE else MIN_FREE
+        self._drop_view()
+        if self._start == self._end:
+            self._start = self._end = 0
+        if self._cap - self._end < want:
+            self._reserve(want)
+        self._view = PyMemoryView_FromMemory(self._buf + self._end, self._cap - self._end, PyBUF_WRITE)
+        return self._view
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        if self._view is None or nbytes < 0 or nbytes > self._cap - self._end:
+            raise ValueError("buffer_updated(%r) without a get_buffer() of that size" % (nbytes,))
+        self._end += nbytes
+        self._drop_view()
+
+    def clear(self):
+        self._drop_view()
+        self._start = self._end = self._need = 0
+
+    def gets(self):
+        if self._parse():
+            return self._reply()
+        return None
+
+    def take(self, int kind, Py_ssize_t n, list results, status=None):
+        return self._take(kind, n, results, status)
+
+    cdef Py_ssize_t _take(self, int kind, Py_ssize_t n, list results, bytes status) except -1:
+        """Append the values of up to n buffered replies of kind; stop at another kind or need-more."""
+        cdef Py_ssize_t taken = 0
+        if kind == C_KIND_JOB and status is None:
+            status = b"RESERVED"
+        while taken < n and self._parse():
+            if kind == C_KIND_INSERTED:
+                value = self._inserted()
+                if value is None:
+                    break
+            elif kind == C_KIND_STATUS:
+                if self._ntok != 1 or status is None or not self._tok_is(0, status):
+                    break
+                self._consume()
+                value = None
+            elif kind == C_KIND_JOB:
+                value = self._job(status)
+                if value is None:
+                    break
+            elif kind == C_KIND_BODY:
+                if not self._tok_is(0, b"OK"):
+                    break
+                value = PyBytes_FromStringAndSize(self._buf + self._body, self._body_len)
+                self._consume()
+            else:
+                value = self._reply()
+            results.append(value)
+            taken += 1
+        return taken
+
+    cdef int _drop_view(self) except -1:
+        # The memoryview of get_buffer() dies before _buf may move: a holder can no longer write
+        # into freed memory (it gets ValueError instead); one still exported stops the move.
+        if self._view is not None:
+            view, self._view = self._view, None
+            view.release()
+        return 0
+
+    cdef int _reserve(self, Py_ssize_t free) except -1:
+        # Make room for `free` more bytes after _end (moves data: no parsed reply may be pending).
+        cdef Py_ssize_t cap
+        cdef char *nbuf
+        if self._cap - self._end >= free:
+            return 0
+        self._drop_view()
+        if self._start:
+            memmove(self._buf, self._buf + self._start, self._end - self._start)
+            self._end -= self._start
+            self._start = 0
+            if self._cap - self._end >= free:
+                return 0
+        cap = self._cap * 2
+        if cap < self._end + free:
+            cap = self._end + free
+        nbuf = <char *>PyMem_Realloc(self._buf, cap)
+        if nbuf == NULL:
+            raise MemoryError()
+        self._buf = nbuf
+        self._cap = cap
+        return 0
+
+    cdef int _parse(self) except -1:
+        """Find the next complete reply: 1 (fields set), 0 (need more bytes), or raise ProtocolError."""
+        cdef char *buf = self._buf
+        cdef Py_ssize_t pos = self._start, end = self._end, limit, i, j, eol, size, bend
+        cdef const char *p
+        cdef int ntok, idx
+        if self._need and end - pos < self._need:
+            return 0                        # the line was parsed already: its body is still incomplete
+        # Locate CRLF; a reply line is at most _max_line bytes, so look no further.
+        limit = pos + self._max_line + 2
+        if limit > end:
+            limit = end
+        eol = -1
+        i = pos
+        while i < limit - 1:
+            p = <const char *>memchr(buf + i, b'\r', limit - 1 - i)
+            if p == NULL:
+                break
+            i = p - buf
+            if buf[i + 1] == b'\n':
+                eol = i
+                break
+            i += 1
+        if eol < 0:
+            if end - pos > self._max_line + 1:          # line and CR here, LF not yet
+                raise ProtocolError("reply line longer than %d bytes" % self._max_line)
+            return 0
+        if eol - pos > self._max_line:
+            raise ProtocolError("reply line longer than %d bytes" % self._max_line)
+        ntok = 0
+        i = pos
+        while True:
+            while i < eol and _isspace(buf[i]):
+                i += 1
+            if i >= eol:
+                break
+            j = i
+            while j < eol and not _isspace(buf[j]):
+                j += 1
+            if ntok < MAXTOK:
+                self._tok[ntok] = i
+                self._tlen[ntok] = j - i
+            ntok += 1
+            i = j
+        if ntok == 0:
+            raise ProtocolError("empty reply line")
+        self._ntok = ntok
+        self._eol = eol
+        idx = -1
+        p = buf + self._tok[0]
+        if self._tlen[0] == 8 and memcmp(p, b"RESERVED", 8) == 0:
+            idx = 1
+        elif self._tlen[0] == 5 and memcmp(p, b"FOUND", 5) == 0:
+            idx = 1
+        elif self._tlen[0] == 2 and p[0] == b'O' and p[1] == b'K':
+            idx = 0
+        if idx < 0:
+            self._body = -1
+            self._next = eol + 2
+            return 1
+        if (ntok != idx + 2 or self._tlen[idx + 1] > 18
+                or not _all_digits(buf + self._tok[idx + 1], self._tlen[idx + 1])):
+            raise ProtocolError("malformed reply line %r" % PyBytes_FromStringAndSize(buf + pos, eol - pos))
+        size = <Py_ssize_t>_digits_value(buf + self._tok[idx + 1], self._tlen[idx + 1])
+        bend = eol + 2 + size
+        if end < bend + 2:
+            self._need = bend + 2 - pos
+            return 0
+        if buf[bend] != b'\r' or buf[bend + 1] != b'\n':
+            raise ProtocolError("reply body not followed by CRLF")
+        self._body = eol + 2
+        self._body_len = size
+        self._next = bend + 2
+        return 1
+
+    cdef void _consume(self):
+        self._start = self._next
+        self._need = 0
+        if self._start == self._end:
+            self._start = self._end = 0
+
+    cdef int _tok_is(self, int i, bytes word):
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(word)
+        return self._tlen[i] == n and memcmp(self._buf + self._tok[i], PyBytes_AS_STRING(word), n) == 0
+
+    cdef object _inserted(self):
+        """The job id of the parsed reply if it is an INSERTED with a job id (consumed), else None."""
+        if self._ntok == 2 and self._tok_is(0, b"INSERTED") and _all_digits(self._buf + self._tok[1], self._tlen[1]):
+            jid = _digits_int(self._buf + self._tok[1], self._tlen[1])
+            self._consume()
+            return jid
+        return None
+
+    cdef object _job(self, bytes status):
+        """(jid, body) of the parsed reply if it is a `status` (RESERVED, FOUND) with a job id (consumed), else None."""
+        if self._ntok == 3 and self._tok_is(0, status) and _all_digits(self._buf + self._tok[1], self._tlen[1]):
+            job = (_digits_int(self._buf + self._tok[1], self._tlen[1]),
+                   PyBytes_FromStringAndSize(self._buf + self._body, self._body_len))
+            self._consume()
+            return job
+        return None
+
+    cdef object _reply(self):
+        """The (status, args, body) tuple of the parsed reply; consumes it."""
+        cdef char *buf = self._buf
+        cdef int ntok = self._ntok, i
+        cdef tuple args
+        status = _status(buf + self._tok[0], self._tlen[0])
+        if ntok == 1:
+            args = ()
+        elif ntok <= MAXTOK:
+            args = PyTuple_New(ntok - 1)
+            for i in range(1, ntok):
+                arg = PyBytes_FromStringAndSize(buf + self._tok[i], self._tlen[i])
+                Py_INCREF(arg)
+                PyTuple_SET_ITEM(args, i - 1, arg)
+        else:
+            args = tuple(PyBytes_FromStringAndSize(buf + self._start, self._eol - self._start).split()[1:])
+        if self._body >= 0:
+            body = PyBytes_FromStringAndSize(buf + self._body, self._body_len)
+        else:
+            body = None
+        self._consume()
+        return (status, args, body)
+
+
