@@ -8,7 +8,7 @@ Jobs, YAML and the bookkeeping of tubes.
 import _thread
 
 from . import _backend, _commands
-from ._commands import result as _result
+from ._commands import COMMANDS as _COMMANDS, result as _result
 from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
                          InvalidType, ProtocolError, SocketError, UnexpectedResponse)
 
@@ -222,14 +222,14 @@ class Connection:
 
     def _command(self, cmd, *args):
         """Run the table's command ``cmd`` with ``args``; return what its reply means."""
-        return _result(cmd, self._do("call", _commands.encode(self._core, cmd, *args)))
+        data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
+        return _result(cmd, self._do("call", data))
 
     # -- YAML --
 
     def _yaml(self, cmd, *args):
-        return self._parse(self._command(cmd, *args), cmd)
-
-    def _parse(self, body, cmd="stats"):
+        reply = self._do("call", _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0])
+        body = reply[2] if reply[0] == b"OK" else _result(cmd, reply)   # the table's OK -> body, inlined
         mode = self._parse_yaml
         if mode is True:
             return _load_yaml(self._core, body, cmd)
@@ -310,15 +310,13 @@ class Connection:
 
     # -- jobs --
 
-    def _job_command(self, cmd, verb, jid, ok):
-        # delete/touch/kick-job: one core call that checks, encodes, sends and reads
-        reply = self._do("job_command", verb, jid, ok)
-        if reply is not None:
-            _result(cmd, reply)
+    # delete/touch/kick-job: one core call that checks the id, encodes, sends and reads (None: success)
 
     def delete(self, jid: "JobRef") -> None:
         """Delete the job ``jid``."""
-        self._job_command("delete", b"delete", jid, b"DELETED")
+        reply = self._do("job_command", b"delete", jid, b"DELETED")
+        if reply is not None:
+            _result("delete", reply)
 
     def release(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
@@ -330,7 +328,9 @@ class Connection:
 
     def touch(self, jid: "JobRef") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        self._job_command("touch", b"touch", jid, b"TOUCHED")
+        reply = self._do("job_command", b"touch", jid, b"TOUCHED")
+        if reply is not None:
+            _result("touch", reply)
 
     def kick(self, bound: int = 1) -> int:
         """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
@@ -338,7 +338,9 @@ class Connection:
 
     def kick_job(self, jid: "JobRef") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        self._job_command("kick-job", b"kick-job", jid, b"KICKED")
+        reply = self._do("job_command", b"kick-job", jid, b"KICKED")
+        if reply is not None:
+            _result("kick-job", reply)
 
     def _peek(self, cmd, *args):
         found = self._command(cmd, *args)
