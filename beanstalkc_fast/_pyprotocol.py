@@ -322,6 +322,7 @@ class ReplyReader:
         self._pos = 0
         self._max_line = max_line
         self._scratch = None    # the buffer handed out by get_buffer()
+        self._lent = -1         # its size until buffer_updated(); -1: none handed out
 
     def __len__(self):
         return len(self._buf) - self._pos
@@ -336,18 +337,21 @@ class ReplyReader:
     def get_buffer(self, sizehint=-1):
         """Return a writable buffer of at least ``sizehint`` bytes to receive into; hand the
         count received to buffer_updated() before asking for another buffer."""
+        # Received bytes land in a scratch buffer and are copied to the reply buffer by
+        # buffer_updated() (the compiled core hands out its reply buffer itself).
         size = sizehint if sizehint > READ_SIZE else READ_SIZE
         scratch = self._scratch
         if scratch is None or len(scratch) < size:
             scratch = self._scratch = bytearray(size)   # a new one: the old one may still be viewed
+        self._lent = len(scratch)
         return memoryview(scratch)
 
     def buffer_updated(self, nbytes):
         """Take the first ``nbytes`` of the buffer of the last get_buffer() as received."""
-        scratch = self._scratch
-        if scratch is None or not 0 <= nbytes <= len(scratch):
+        if not 0 <= nbytes <= self._lent:
             raise ValueError("buffer_updated(%r) without a get_buffer() of that size" % (nbytes,))
-        with memoryview(scratch) as view:
+        self._lent = -1
+        with memoryview(self._scratch) as view:
             self.feed(view[:nbytes])
 
     def clear(self):
@@ -368,6 +372,8 @@ class ReplyReader:
         (a KIND_* constant; ``status`` for KIND_STATUS, and for KIND_JOB instead of RESERVED)
         and return how many were taken. It stops early at a reply of another kind, left
         for gets(), or when no whole reply is buffered."""
+        if kind == KIND_STATUS and status is None:
+            raise ValueError("take(KIND_STATUS) needs the status")
         taken = 0
         if kind == KIND_INSERTED:
             run = _INSERTED_RUN

@@ -84,6 +84,8 @@ cdef class ReplyReader:
         return None
 
     def take(self, int kind, Py_ssize_t n, list results, status=None):
+        if kind == C_KIND_STATUS and status is None:
+            raise ValueError("take(KIND_STATUS) needs the status")
         return self._take(kind, n, results, status)
 
     cdef Py_ssize_t _take(self, int kind, Py_ssize_t n, list results, bytes status) except -1:
