@@ -65,8 +65,9 @@ def missing_jid(client):
 
 def cli_subprocess(*argv, stdin=b""):
     env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    # cwd too: `python -m` puts the working directory first on sys.path.
     return subprocess.run([sys.executable, "-m", "beanstalkc_fast"] + list(argv), input=stdin,
-                          capture_output=True, env=env, timeout=60)
+                          capture_output=True, env=env, timeout=60, cwd=PACKAGE_ROOT)
 
 
 # -- put --
