@@ -1,7 +1,7 @@
 # Developer shortcuts. `make test` and `make bench` set up .venv themselves (see scripts/).
 PYTHON ?= python3
 
-.PHONY: build debug test bench check-packaging clean
+.PHONY: build debug test test-wheel bench check-packaging clean
 
 build:  ## compile the Cython core in place (needs Cython and a C compiler)
 	BEANSTALKC_FAST_REQUIRE_EXTENSION=1 $(PYTHON) setup.py build_ext --inplace
@@ -11,6 +11,9 @@ debug:  ## in-place build with annotated HTML and line tracing (for coverage)
 
 test:   ## install into .venv and run the tests, both backends
 	bash scripts/test.sh
+
+test-wheel:  ## build a wheel, install it in a fresh virtualenv, run the tests from outside the checkout
+	bash scripts/test_wheel.sh
 
 bench:  ## install into .venv and run the benchmark
 	bash scripts/demo.sh

@@ -1,7 +1,7 @@
 #!/bin/sh
 # cibuildwheel's before-all on Linux (manylinux/musllinux containers, which have no beanstalkd
 # package by default): build beanstalkd from source so the wheel tests can talk to a server.
-# Best effort: when this fails the server tests skip (test-environment sets CI= empty).
+# A failure here fails the wheel build: the wheel tests need a server (CI=true).
 set -eu
 command -v beanstalkd >/dev/null && exit 0
 if command -v apk >/dev/null && apk add --no-cache beanstalkd; then

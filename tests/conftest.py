@@ -10,6 +10,7 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import _pyprotocol
+from beanstalkc_fast.testing import BeanstalkdNotFound, find_beanstalkd
 
 try:
     from beanstalkc_fast import _cprotocol
@@ -33,6 +34,18 @@ def impl(request):
     if request.param is None:
         pytest.fail("BEANSTALKC_FAST_REQUIRE_EXTENSION is set but the compiled extension did not import")
     return request.param
+
+
+@pytest.fixture(scope="session")
+def beanstalkd_binary():
+    """The beanstalkd binary, for tests that start servers of their own. Missing, they skip like
+    the ``beanstalkd`` fixture's users, and under CI they fail the same way."""
+    try:
+        return find_beanstalkd()
+    except BeanstalkdNotFound as err:
+        if os.environ.get("CI"):
+            pytest.fail(str(err) + " (CI is set: a missing server is a failure)")
+        pytest.skip(str(err))
 
 
 _tube_counter = itertools.count()

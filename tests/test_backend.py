@@ -27,9 +27,16 @@ def run_python(code, **env):
     full = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     full.pop("BEANSTALKC_FAST_PUREPYTHON", None)
     full.update(env)
-    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=60)
+    # cwd too: `python -c` puts the working directory first on sys.path.
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
+
+
+def test_subprocesses_import_the_package_under_test():
+    # An installed wheel tested from its checkout: the children must not pick up the uncompiled tree.
+    assert run_python("import beanstalkc_fast; print(beanstalkc_fast.__file__)") == beanstalkc_fast.__file__
 
 
 def test_backend_value():

@@ -20,7 +20,9 @@ import beanstalkc_fast
 from beanstalkc_fast import BatchError, CommandFailed, DeadlineSoon, SocketError
 from beanstalkc_fast.testing import BeanstalkdServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory holding the package under test (the checkout, or site-packages for an installed
+# wheel): subprocesses import that package, never the checkout's uncompiled copy.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))
 MB = 1024 * 1024
 
 
@@ -78,9 +80,10 @@ _PEAK = textwrap.dedent("""
 
 def put_many_in_subprocess(impl, server, tube, count, size):
     """put_many from a generator in a fresh process, so that its peak RSS (VmHWM) is the batch's."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", _PEAK, impl.__name__, server.host, str(server.port),
-                           tube, str(count), str(size)], env=env, capture_output=True, text=True, timeout=600)
+                           tube, str(count), str(size)], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=PACKAGE_ROOT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     out["growth_mb"] = (out["after"] - out["before"]) / 1024

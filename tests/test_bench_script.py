@@ -41,14 +41,16 @@ def test_comparison_reports_every_client_row_and_window(tmp_path, capsys):
     assert "Command: `python -m beanstalkc_fast.bench --no-pin --ops 40 " in table
 
 
-def test_import_times_with_and_without_socket():
+def test_import_times_with_and_without_socket(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)     # its `python -c` children put the working directory first on sys.path
     got = {r["module"]: r for r in bench.import_times(1, lambda msg: None)}
     mine = got["beanstalkc_fast"]
     assert mine["imports_yaml"] is False and mine["ms"] > 0 and mine["ms_after_socket"] > 0
     assert got["beanstalkc_fast (PUREPYTHON=1)"]["backend"] == "python"
 
 
-def test_bad_arguments_are_refused():
-    proc = subprocess.run([sys.executable, "-m", "beanstalkc_fast.bench", "--lib-windows", "0"],
+def test_bad_arguments_are_refused(tmp_path):
+    # cwd: `python -m` puts the working directory first on sys.path (the checkout would shadow a wheel).
+    proc = subprocess.run([sys.executable, "-m", "beanstalkc_fast.bench", "--lib-windows", "0"], cwd=str(tmp_path),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert proc.returncode == 2 and "--lib-windows must be positive" in proc.stderr

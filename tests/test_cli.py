@@ -18,7 +18,6 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import cli
-from beanstalkc_fast.testing import BeanstalkdNotFound, find_beanstalkd
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))
 ERROR_LINE = re.compile(r"\Abeanstalkc-fast: error: [^\n]+\n\Z")
@@ -65,8 +64,9 @@ def missing_jid(client):
 
 def cli_subprocess(*argv, stdin=b""):
     env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    # cwd too: `python -m` puts the working directory first on sys.path.
     return subprocess.run([sys.executable, "-m", "beanstalkc_fast"] + list(argv), input=stdin,
-                          capture_output=True, env=env, timeout=60)
+                          capture_output=True, env=env, timeout=60, cwd=PACKAGE_ROOT)
 
 
 # -- put --
@@ -316,11 +316,8 @@ def test_options_after_the_subcommand_override_global_ones(beanstalkd, capsys):
     assert "default" in json.loads(capsys.readouterr().out)
 
 
-def test_unix_socket(tmp_path, capsys):
-    try:
-        binary = find_beanstalkd()
-    except BeanstalkdNotFound as err:
-        pytest.skip(str(err))
+def test_unix_socket(tmp_path, capsys, beanstalkd_binary):
+    binary = beanstalkd_binary
     path = str(tmp_path / "bs.sock")
     proc = subprocess.Popen([binary, "-l", "unix:" + path], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

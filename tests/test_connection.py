@@ -23,7 +23,8 @@ from beanstalkc_fast import (BeanstalkcException, CommandFailed, Connection, Dea
                              UnexpectedResponse)
 from beanstalkc_fast.testing import BeanstalkdServer, find_beanstalkd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory holding the package under test (the checkout, or site-packages for an installed wheel).
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -604,7 +605,7 @@ def test_parse_yaml_rejects_other_values(beanstalkd, make_conn):
 
 def test_import_does_not_import_yaml():
     code = "import sys, beanstalkc_fast; assert 'yaml' not in sys.modules, 'yaml imported'"
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_ROOT, check=True)
 
 
 def test_pause_tube(conn, make_conn):

@@ -10,15 +10,12 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import SocketError
-from beanstalkc_fast.testing import BeanstalkdNotFound, BeanstalkdServer
+from beanstalkc_fast.testing import BeanstalkdServer
 
 
 @pytest.fixture
-def server(tmp_path):
-    try:
-        s = BeanstalkdServer(args=["-b", str(tmp_path)])
-    except BeanstalkdNotFound as err:
-        pytest.skip(str(err))
+def server(tmp_path, beanstalkd_binary):
+    s = BeanstalkdServer(args=["-b", str(tmp_path)], binary=beanstalkd_binary)
     s.start()
     yield s
     s.stop(kill=True)

@@ -14,18 +14,15 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import BatchError, CommandFailed, DeadlineSoon, InvalidType, SocketError
-from beanstalkc_fast.testing import BeanstalkdNotFound, BeanstalkdServer
+from beanstalkc_fast.testing import BeanstalkdServer
 
 GUARD = 15.0     # seconds: a call still blocked after this counts as a hang
 
 
 @pytest.fixture
-def server():
+def server(beanstalkd_binary):
     """A private beanstalkd, free to kill."""
-    try:
-        s = BeanstalkdServer()
-    except BeanstalkdNotFound as err:
-        pytest.skip(str(err))
+    s = BeanstalkdServer(binary=beanstalkd_binary)
     s.start()
     yield s
     if s.process is not None:
@@ -463,11 +460,8 @@ def test_exception_from_put_many_generator_never_desyncs(make_conn, tube):
 # -- input that meets the server's limits ----------------------------------------------------------
 
 @pytest.fixture
-def small_server():
-    try:
-        s = BeanstalkdServer(args=["-z", "1024"])
-    except BeanstalkdNotFound as err:
-        pytest.skip(str(err))
+def small_server(beanstalkd_binary):
+    s = BeanstalkdServer(args=["-z", "1024"], binary=beanstalkd_binary)
     s.start()
     yield s
     s.stop(kill=True)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import beanstalkc_fast
 from beanstalkc_fast import ProtocolError, _pyprotocol
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -320,7 +321,8 @@ FUZZ = textwrap.dedent(r'''
 def test_fuzz_in_a_subprocess(impl, seed, tmp_path):
     script = tmp_path / "fuzz.py"
     script.write_text(FUZZ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The package under test (in the checkout or installed), not the checkout's uncompiled copy.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, str(script), impl.__name__, str(seed), "6000"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))

@@ -14,7 +14,7 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import CommandFailed
-from beanstalkc_fast.testing import BeanstalkdNotFound, BeanstalkdServer
+from beanstalkc_fast.testing import BeanstalkdServer
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # Everything but the tracer's own bookkeeping and other threads' machinery.
@@ -95,13 +95,10 @@ def report(name, numbers):
 
 
 @pytest.fixture
-def soak_conn(impl, monkeypatch, tube):
+def soak_conn(impl, monkeypatch, tube, beanstalkd_binary):
     """A connection to a private server (the soak must not load the shared one)."""
     monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
-    try:
-        server = BeanstalkdServer()
-    except BeanstalkdNotFound as err:
-        pytest.skip(str(err))
+    server = BeanstalkdServer(binary=beanstalkd_binary)
     server.start()
     conn = server.connect(socket_timeout=30)
     conn.use(tube)
