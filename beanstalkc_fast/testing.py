@@ -346,7 +346,8 @@ class LatencyProxy:
             flow.reading = False
             flow.queue.append([now + self._delay, _EOF if data == b"" else _RST])
             self._pending.add(flow)
-        self._update(link)
+        if flow.blocked or not flow.reading or flow.queued >= _QUEUE_LIMIT:
+            self._update(link)      # else the registered events stay as they are
 
     def _send(self, link, flow, data):
         """Send what dst takes of ``data`` now; return the rest (b"" if all), or None when
