@@ -170,8 +170,8 @@ class LatencyProxy:
     (``shutdown(SHUT_WR)``) and a reset as a reset (a close with ``SO_LINGER`` 0), each after
     the data read before it and with the same delay. Bandwidth is not limited, but at most
     4 MB are held per direction (the proxy then stops reading, as a full network would).
-    The connection set-up itself is not delayed, and an upstream that refuses the connection
-    resets the client's.
+    The connection set-up itself is not delayed (the relay connects upstream when it accepts a
+    client, blocking briefly), and an upstream that refuses the connection resets the client's.
 
     One background thread serves every connection (``select()``: timers to the
     microsecond, with a 1 us timer slack on Linux; past 1024 file descriptors it switches to
@@ -179,7 +179,8 @@ class LatencyProxy:
     thread's wake-up adds to it (on a small VM, about 0.1 ms per round trip). ``cpu_time()`` is that thread's CPU time, so a benchmark can
     report what the "network" cost; ``native_id`` is its OS thread id (to pin it).
     ``close()`` stops the relay, closes every connection and joins the thread; the proxy is
-    also a context manager.
+    also a context manager. The thread runs in the caller's process and takes the GIL to relay
+    each chunk: a test's own Python threads share the interpreter with it.
     """
 
     def __init__(self, host, port, rtt=0.0, listen_host="127.0.0.1"):
