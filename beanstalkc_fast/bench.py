@@ -1,7 +1,8 @@
 """Side-by-side benchmark: beanstalkc_fast (both backends) against its peers and raw sockets.
 
     python -m beanstalkc_fast.bench [--quick] [--ops N] [--repeat R] [--cpu N | --no-pin]
-                                    [--host H --port P] [--chart PNG] [--json PATH] [--markdown PATH]
+                                    [--rtt MS [--pin-proxy]] [--host H --port P]
+                                    [--chart PNG] [--json PATH] [--markdown PATH]
 
 It starts its own beanstalkd on a free loopback port (unless ``--host``/``--port`` are
 given) and pins itself and the server to one CPU: on small machines a cross-CPU round
@@ -11,11 +12,22 @@ Rows: single put, single reserve+delete, ``stats()``, ``put_many`` and ``reserve
 + ``delete_many``. Clients: beanstalkc_fast with the compiled and the pure-Python core,
 greenstalk, beanstalkc3, pystalk (single rows only: they have no batches), a minimal
 raw-socket client (the floor for single commands) and a raw pipelined client (the
-ceiling for batches: same batch size, best window of a sweep). Every (row, client) runs
-``--repeat`` times, interleaved, each on a fresh tube; the table reports medians, ratios,
-the client's CPU per job (user+system of this process, as ``os.times()`` but at ns
-resolution) and the server's (its own rusage), plus import times in fresh interpreters.
-Every client runs in its fastest documented mode: bytes bodies, no decoding.
+ceiling for batches: same batch size, best window of a sweep), both in Python, and the
+C reference clients (``_refclient.c``, compiled with ``cc -O2`` when a compiler is there):
+sequential (the floor under the interpreter) and pipelined with the library's windows and
+yield (the ceiling). Every (row, client) runs ``--repeat`` times, interleaved, each on a
+fresh tube; the table reports medians, ratios, the client's CPU per job (user+system of
+this process, as ``os.times()`` but at ns resolution; the C client's own rusage) and the
+server's (its own rusage), plus import times in fresh interpreters. Every client runs in
+its fastest documented mode: bytes bodies, no decoding.
+
+``--rtt MS`` puts the server "on another machine": every client reaches it through one
+``beanstalkc_fast.testing.LatencyProxy`` that holds each chunk MS/2 milliseconds in each
+direction (the harness's own control connection goes direct). The proxy's thread runs in
+this process, on the pinned CPU with the client and the server (``--proxy-apart``: on the
+other CPUs, as the network would; on a small VM each cross-CPU wake-up then costs more than
+the proxy's own work); its CPU is reported per job and subtracted from the in-process
+clients' CPU. Job counts shrink with the round trip so a run stays short.
 """
 import argparse
 import gc
@@ -23,11 +35,13 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import beanstalkc_fast
@@ -45,7 +59,10 @@ ROWS = [
 COLORS = {
     "beanstalkc_fast[cython]": "#1b7837", "beanstalkc_fast[python]": "#a6dba0", "greenstalk": "#2166ac",
     "beanstalkc3": "#f4a582", "pystalk": "#9970ab", "raw socket": "#878787", "raw pipelined": "#252525",
+    "C sequential": "#fdb863", "C pipelined": "#b35806",
 }
+C_SEQ, C_PIPE = "C sequential", "C pipelined"
+REFCLIENT_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_refclient.c")
 
 
 def _parse(body):
@@ -397,6 +414,81 @@ class PipelinedClient(_RawBase):
             n -= b
 
 
+class _CClient:
+    """A C reference client (``_refclient.c``): one process per measurement, which connects and
+    sets its tube untimed, then times the row itself (monotonic clock, and its own CPU from
+    getrusage) and prints it. The process inherits this process's CPU affinity (pinned with it).
+    ``window`` sets both the put and the reserve window, as the library's --lib-windows do;
+    by default they are the library's (1024 puts, 256 reserves per window)."""
+
+    def __init__(self, exe, host, port, tube, body, batch, window=None):
+        if body != b"x" * len(body):
+            raise ValueError("the C client sends bodies of b'x' only")
+        self.argv = [exe, host, str(port), tube]
+        self.sizes = [str(len(body)), str(batch), str(window or _pyprotocol.WINDOW_ITEMS),
+                      str(window or _pyprotocol.RESERVE_WINDOW)]
+        self.timing = None      # (wall seconds, CPU seconds) of the last row
+
+    def close(self):
+        pass
+
+    def _run(self, mode, n):
+        proc = subprocess.run(self.argv + [mode, str(n)] + self.sizes, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True)
+        words = proc.stdout.split()
+        if proc.returncode or len(words) != 5 or words[0] != "ok":
+            raise RuntimeError("C client %s: exit %d: %s%s" % (mode, proc.returncode, proc.stdout, proc.stderr))
+        wall, user, system = (int(w) for w in words[2:])
+        self.timing = (wall / 1e9, (user + system) / 1e9)
+
+    def put(self, n):
+        self._run("put", n)
+
+    def reserve_delete(self, n):
+        self._run("reserve_delete", n)
+
+    def stats(self, n):
+        self._run("stats", n)
+
+    def put_many(self, n):
+        self._run("put_many", n)
+
+    def reserve_delete_many(self, n):
+        self._run("reserve_delete_many", n)
+
+
+class CSequentialClient(_CClient):
+    """The floor: one command, wait for its whole reply, repeat (stats: the reply is read, not parsed)."""
+    rows = ("put", "reserve_delete", "stats")
+
+
+class CPipelinedClient(_CClient):
+    """The ceiling: batches of --batch jobs in the library's windows, with the same yield after each send."""
+    rows = ("put_many", "reserve_delete_many")
+
+
+def build_refclient(directory):
+    """Compile ``_refclient.c`` with ``$CC`` or ``cc -O2`` into ``directory``.
+
+    Returns (path of the program or None, a note: the compiler used, or why there is none).
+    """
+    if not os.path.exists(REFCLIENT_SRC):
+        return None, "the C reference client's source %s is missing: no C rows" % REFCLIENT_SRC
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc or not shutil.which(shlex.split(cc)[0]):
+        return None, "no C compiler (cc, or $CC): no C reference rows"
+    exe = os.path.join(directory, "refclient")
+    try:
+        proc = subprocess.run(shlex.split(cc) + ["-O2", "-o", exe, REFCLIENT_SRC], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as err:
+        return None, "cannot run the C compiler %s (%s): no C reference rows" % (cc, err)
+    if proc.returncode:
+        return None, "compiling the C reference client failed (%s): %s" % (
+            cc, " ".join(proc.stdout.strip().splitlines()[-3:]))
+    return exe, "C reference clients compiled with %s -O2" % cc
+
+
 # -- harness ------------------------------------------------------------------------
 
 def _switches(pid):
@@ -411,11 +503,16 @@ def _switches(pid):
 
 
 class Bench:
-    def __init__(self, args, host, port, server_pid=None, out=sys.stderr):
+    """``host``/``port``: the server, for the harness's own control connection; the clients
+    connect to ``proxy`` (a LatencyProxy) when there is one."""
+
+    def __init__(self, args, host, port, server_pid=None, out=sys.stderr, proxy=None):
         self.server_pid = server_pid
         self.args = args
         self.host = host
         self.port = port
+        self.proxy = proxy
+        self.client_addr = (proxy.host, proxy.port) if proxy is not None else (host, port)
         self.out = out
         self.body = b"x" * args.body_size
         self._tubes = 0
@@ -433,23 +530,26 @@ class Bench:
 
     def measure(self, make, row, n):
         """Run ``row`` of n jobs on a fresh tube; return (seconds, client CPU seconds,
-        server CPU seconds, server context switches or None)."""
+        server CPU seconds, server context switches or None, proxy CPU seconds or None)."""
         tube = self.tube()
         ctl = self.control(tube)
+        proxy_cpu = self.proxy.cpu_time if self.proxy is not None else (lambda: 0.0)
         try:
             if row in ("reserve_delete", "reserve_delete_many"):
                 ctl.put_many(n)
-            client = make(self.host, self.port, tube, self.body, self.args.batch)
+            client = make(self.client_addr[0], self.client_addr[1], tube, self.body, self.args.batch)
             try:
                 gc.collect()
                 server0 = ctl.server_cpu()
                 switches0 = _switches(self.server_pid)
                 _alarm(self.args.timeout)
+                proxy0 = proxy_cpu()
                 cpu0 = time.process_time()
                 t0 = time.perf_counter()
                 getattr(client, row)(n)
                 t1 = time.perf_counter()
                 cpu1 = time.process_time()
+                proxy1 = proxy_cpu()
                 _alarm(0)
                 switches1 = _switches(self.server_pid)
                 server1 = ctl.server_cpu()
@@ -459,7 +559,11 @@ class Bench:
         finally:
             ctl.close()
         switches = switches1 - switches0 if switches0 is not None and switches1 is not None else None
-        return t1 - t0, cpu1 - cpu0, server1 - server0, switches
+        wall, cpu = t1 - t0, cpu1 - cpu0 - (proxy1 - proxy0)     # the proxy's thread is not the client
+        timing = getattr(client, "timing", None)
+        if timing is not None:      # a C client: its own clock and rusage
+            wall, cpu = timing
+        return wall, cpu, server1 - server0, switches, (proxy1 - proxy0 if self.proxy is not None else None)
 
     def check(self, ctl, row, n):
         """Make sure the client did the work (untimed), and leave the tube empty."""
@@ -507,6 +611,8 @@ class Bench:
                 if all(r[3] is not None for r in runs):
                     # the server's context switches: one per reply means client and server ping-pong
                     entry["server_switches_per_op"] = statistics.median(r[3] for r in runs) / n
+                if all(r[4] is not None for r in runs):
+                    entry["proxy_cpu_us_per_op"] = statistics.median(r[4] for r in runs) / n * 1e6
                 if variant is not None:
                     entry["window"] = variant
                 if name not in best or entry["ops_per_s"] > best[name]["ops_per_s"]:
@@ -543,7 +649,8 @@ class _Partial:
 def _add_ratios(row_results):
     by_name = {r["client"]: r for r in row_results}
     refs = {"vs_greenstalk": by_name.get("greenstalk"), "vs_python": by_name.get("beanstalkc_fast[python]"),
-            "vs_raw": by_name.get("raw socket") or by_name.get("raw pipelined")}
+            "vs_raw": by_name.get("raw socket") or by_name.get("raw pipelined"),
+            "vs_c": by_name.get(C_SEQ) or by_name.get(C_PIPE)}
     for r in row_results:
         for key, ref in refs.items():
             r[key] = r["ops_per_s"] / ref["ops_per_s"] if ref is not None else None
@@ -632,18 +739,21 @@ def _fmt_ratio(x, pct=False):
 
 
 def markdown(results, imports, meta):
+    proxied = any("proxy_cpu_us_per_op" in r for r in results)
     lines = ["Benchmark: %s" % meta["summary"], ""] + (
         ["Command: `%s`" % meta["command"], ""] if meta.get("command") else []) + [
              "| row | client | ops/s | us/op | client CPU us/op | server CPU us/op | server switches/op "
-             "| vs greenstalk | vs python | vs raw |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             + ("| proxy CPU us/op " if proxied else "") + "| vs greenstalk | vs python | vs raw | vs C |",
+             "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if proxied else "") + "---:|---:|---:|---:|"]
     for r in results:
         client = r["client"] + (" (w=%d)" % r["window"] if "window" in r else "")
         switches = r.get("server_switches_per_op")
-        lines.append("| %s | %s | %s | %.2f | %.2f | %.2f | %s | %s | %s | %s |" % (
+        proxy = ("| %.2f " % r["proxy_cpu_us_per_op"] if "proxy_cpu_us_per_op" in r else "| - ") if proxied else ""
+        lines.append("| %s | %s | %s | %.2f | %.2f | %.2f | %s %s| %s | %s | %s | %s |" % (
             r["label"], client, "{:,.0f}".format(r["ops_per_s"]), r["us_per_op"], r["cpu_us_per_op"],
-            r["server_cpu_us_per_op"], "-" if switches is None else "%.2f" % switches,
-            _fmt_ratio(r["vs_greenstalk"]), _fmt_ratio(r["vs_python"]), _fmt_ratio(r["vs_raw"], pct=True)))
+            r["server_cpu_us_per_op"], "-" if switches is None else "%.2f" % switches, proxy,
+            _fmt_ratio(r["vs_greenstalk"]), _fmt_ratio(r["vs_python"]), _fmt_ratio(r["vs_raw"], pct=True),
+            _fmt_ratio(r.get("vs_c"), pct=True)))
     sweeps = [r for r in results if "window_sweep" in r]
     if sweeps:
         lines += ["", "Window sweeps (jobs/s per window; the table shows the best):"]
@@ -651,9 +761,14 @@ def markdown(results, imports, meta):
             lines.append("- %s, %s: %s" % (r["label"], r["client"], ", ".join(
                 "%s: %s" % (w, "{:,.0f}".format(v)) for w, v in r["window_sweep"].items())))
     lines += ["", "vs raw: single rows against the raw socket client (floor), batch rows against the raw",
-              "pipelined client (ceiling, best window). reserve+delete rows count one op per job.",
+              "pipelined client (ceiling, best window), both in Python. vs C: single rows against the C",
+              "sequential client, batch rows against the C pipelined one (the library's windows and yield).",
+              "reserve+delete rows count one op per job. The C clients' CPU is their own rusage.",
               "Server CPU is beanstalkd's rusage; server switches/op are its context switches (Linux): on one",
               "CPU a client that wakes at every reply of a batch preempts the server and costs it CPU.", ""]
+    if proxied:
+        lines[-1:-1] = ["Proxy CPU is the LatencyProxy thread's (in the benchmark's process, not counted in the",
+                        "client CPU of the Python clients)."]
     if imports:
         lines += ["| import | ms (median) | ms, socket already imported | imports yaml | backend |",
                   "|---|---:|---:|---|---|"]
@@ -696,6 +811,8 @@ def chart(results, imports, meta, path):
                 extra.append("%.2fx greenstalk" % r["vs_greenstalk"])
             if batch and r["vs_raw"] is not None and r["client"] != "raw pipelined":
                 extra.append("%.0f%% of ceiling" % (r["vs_raw"] * 100))
+            if batch and r.get("vs_c") is not None and r["client"] != C_PIPE:
+                extra.append("%.0f%% of C" % (r["vs_c"] * 100))
             if "window" in r:
                 extra.append("window %d" % r["window"])
             text = "{:,.0f}".format(r["ops_per_s"]) + ("  (" + ", ".join(extra) + ")" if extra else "")
@@ -769,6 +886,12 @@ def _parser():
     p.add_argument("--cpu", type=int, help="the CPU to pin the client and the server to (default: the last allowed)")
     p.add_argument("--no-pin", action="store_true", help="do not pin to one CPU")
     p.add_argument("--quick", action="store_true", help="fewer jobs and repetitions (CI, smoke test)")
+    p.add_argument("--rtt", type=float, metavar="MS",
+                   help="reach the server through a LatencyProxy adding MS milliseconds of round trip "
+                        "(default job counts shrink to match)")
+    p.add_argument("--proxy-apart", action="store_true",
+                   help="with --rtt: run the proxy's thread on the CPUs other than the pinned one "
+                        "(default: on the pinned CPU with the client and the server)")
     p.add_argument("--ops", type=int, help="jobs per single-command row (stats: a quarter); default 20000, quick 2000")
     p.add_argument("--batch-ops", type=int, help="jobs per batch row (default 10 x --ops)")
     p.add_argument("--batch", type=int, default=256,
@@ -781,7 +904,7 @@ def _parser():
                                          "separated (default: the library's own; they matter when --batch exceeds them)")
     p.add_argument("--body-size", type=int, default=100, help="job body size in bytes (default 100)")
     p.add_argument("--clients", help="comma-separated subset of: cython, python, greenstalk, beanstalkc3, pystalk, "
-                                     "raw, pipelined")
+                                     "raw, pipelined, c-seq, c-pipe")
     p.add_argument("--rows", help="comma-separated subset of: " + ", ".join(r[0] for r in ROWS))
     p.add_argument("--no-import", action="store_true", help="skip the import-time measurement")
     p.add_argument("--timeout", type=int, default=300, help="watchdog per measurement, seconds (default 300)")
@@ -844,6 +967,22 @@ def _pin(cpu, server_pid, log, restore):
     return what
 
 
+def _place_proxy(proxy, allowed, args, log):
+    """Put the LatencyProxy's thread on the pinned CPU, or with --proxy-apart on the others (as a
+    network would not take the client's and server's CPU); return a description."""
+    if args.no_pin or allowed is None or proxy.native_id is None:
+        return "proxy unpinned"
+    pinned = os.sched_getaffinity(0)
+    others = set(allowed) - pinned
+    cpus = others if args.proxy_apart and others else pinned
+    try:
+        os.sched_setaffinity(proxy.native_id, cpus)
+    except OSError as err:
+        log("note: cannot place the proxy's thread: %s" % err)
+        return "proxy unpinned"
+    return "proxy on CPU %s" % ",".join(map(str, sorted(cpus)))
+
+
 def _server_pid(host, port):
     """The pid of a local beanstalkd, from its stats."""
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -880,8 +1019,19 @@ def main(argv=None, prog=None):
     args = parser.parse_args(argv)
     log = lambda msg: (sys.stderr.write(msg + "\n"), sys.stderr.flush())  # noqa: E731
     quick = args.quick
+    if args.rtt is not None and not args.rtt >= 0:
+        parser.error("--rtt must be >= 0 milliseconds")
+    ops_given, batch_ops_given = args.ops, args.batch_ops
     args.ops = args.ops or (2000 if quick else 20000)
     args.batch_ops = args.batch_ops or args.ops * 10
+    if args.rtt:
+        # A sequential client waits a round trip per command: keep each single row to about
+        # `budget` seconds of waiting, and each batch row (~3 round trips per batch) too.
+        budget, rtt_s = (0.25 if quick else 1.0), args.rtt / 1000.0
+        if not ops_given:
+            args.ops = min(args.ops, max(20, int(budget / rtt_s)))
+        if not batch_ops_given:
+            args.batch_ops = min(args.batch_ops, max(2 * args.batch, int(budget / rtt_s / 3 * args.batch)))
     args.repeat = args.repeat or (3 if quick else 5)
     windows = [int(w) for w in args.windows.split(",")] if args.windows else \
         ([32, 128, 512, 2048] if quick else [16, 32, 64, 128, 256, 512, 1024, 2048, 4096])
@@ -890,7 +1040,7 @@ def main(argv=None, prog=None):
     lib_windows = sorted({int(w) for w in args.lib_windows.split(",")}) if args.lib_windows else [None]
     if None not in lib_windows and min(lib_windows) < 1:
         parser.error("--lib-windows must be positive")
-    all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined"]
+    all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined", "c-seq", "c-pipe"]
     selected = set(args.clients.split(",")) if args.clients else set(all_clients)
     args.rows = set(args.rows.split(",")) if args.rows else {r[0] for r in ROWS}
     unknown = (selected - set(all_clients)) | (args.rows - {r[0] for r in ROWS})
@@ -907,8 +1057,10 @@ def main(argv=None, prog=None):
             _watchdog = True
         except ValueError:      # not the main thread: no watchdog
             _watchdog = False
-    server = None
+    server = proxy = None
     restore = []
+    tmpdir = tempfile.mkdtemp(prefix="beanstalkc_fast-bench-")
+    notes = []
     try:
         if args.host:
             host, port = args.host, args.port
@@ -918,22 +1070,37 @@ def main(argv=None, prog=None):
             server = BeanstalkdServer().start()
             host, port, server_pid = server.host, server.port, server.process.pid
             log("started beanstalkd on %s:%d (pid %d)" % (host, port, server_pid))
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         pinning = "unpinned" if args.no_pin else _pin(args.cpu, server_pid, log, restore)
         log(pinning)
+        if args.rtt is not None:
+            from beanstalkc_fast.testing import LatencyProxy
+            proxy = LatencyProxy(host, port, args.rtt / 1000.0)
+            pinning += ", " + _place_proxy(proxy, allowed, args, log)
+            log("clients reach the server through %r" % proxy)
 
         clients = _clients(selected, log, lib_windows)
         if "raw" in selected:
             clients.append(("raw socket", RawClient, [None]))
         if "pipelined" in selected:
             clients.append(("raw pipelined", PipelinedClient, windows))
-        notes = []
+        if selected & {"c-seq", "c-pipe"}:
+            exe, note = build_refclient(tmpdir)
+            log("note: " + note)
+            if exe is None:
+                notes.append(note)
+            else:
+                if "c-seq" in selected:
+                    clients.append((C_SEQ, _Partial(CSequentialClient, exe), [None]))
+                if "c-pipe" in selected:
+                    clients.append((C_PIPE, _Partial(CPipelinedClient, exe), list(lib_windows)))
         note = _yaml_note(host, port)
         if note:
             notes.append(note)
             log("note: " + note)
 
         t0 = time.monotonic()
-        results = Bench(args, host, port, server_pid).run(clients)
+        results = Bench(args, host, port, server_pid, proxy=proxy).run(clients)
         imports = [] if args.no_import else import_times(5 if quick else 10, log)
         elapsed = time.monotonic() - t0
     finally:
@@ -941,8 +1108,11 @@ def main(argv=None, prog=None):
         if _watchdog:
             signal.signal(signal.SIGALRM, old_handler)
             _watchdog = False
+        if proxy is not None:
+            proxy.close()
         if server is not None:
             server.stop()
+        shutil.rmtree(tmpdir, ignore_errors=True)
         for pid, cpus in restore:
             try:
                 os.sched_setaffinity(pid, cpus)
@@ -950,8 +1120,10 @@ def main(argv=None, prog=None):
                 pass
 
     meta = {
-        "summary": "Python %s, %s, median of %d, body %d B, batch %d" % (
-            sys.version.split()[0], pinning, args.repeat, args.body_size, args.batch),
+        "summary": "Python %s, %s, median of %d, body %d B, batch %d%s" % (
+            sys.version.split()[0], pinning, args.repeat, args.body_size, args.batch,
+            "" if args.rtt is None else ", rtt %g ms (LatencyProxy)" % args.rtt),
+        "rtt_ms": args.rtt,
         "python": sys.version, "pinning": pinning, "repeat": args.repeat, "ops": args.ops,
         "batch_ops": args.batch_ops, "batch": args.batch, "body_size": args.body_size, "windows": windows,
         "lib_windows": lib_windows, "backend_default": beanstalkc_fast.BACKEND, "elapsed_s": elapsed,

@@ -3,6 +3,7 @@
 Only that it runs and reports every client and row; its numbers are not checked (never timed asserts).
 """
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,12 +13,15 @@ from beanstalkc_fast import bench
 
 pytestmark = pytest.mark.skipif(not hasattr(subprocess, "run"), reason="needs subprocess.run")
 
+HAVE_CC = bool(shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"))
+
 
 def test_comparison_reports_every_client_row_and_window(tmp_path, capsys):
     out = tmp_path / "out.json"
     md = tmp_path / "out.md"
     code = bench.main(["--no-pin", "--ops", "40", "--batch-ops", "300", "--batch", "64", "--repeat", "1",
-                       "--clients", "cython,python,raw,pipelined", "--windows", "16,64", "--lib-windows", "16,64",
+                       "--clients", "cython,python,raw,pipelined,c-seq,c-pipe", "--windows", "16,64",
+                       "--lib-windows", "16,64",
                        "--no-import", "--chart", "", "--json", str(out), "--markdown", str(md)])
     assert code == 0
     data = json.loads(out.read_text())
@@ -28,6 +32,12 @@ def test_comparison_reports_every_client_row_and_window(tmp_path, capsys):
             assert (row, name) in got
     for row in ("put", "reserve_delete", "stats"):
         assert (row, "raw socket") in got
+    if HAVE_CC:     # the C reference clients: the floor and the ceiling, with their own ratio column
+        for row in ("put", "reserve_delete", "stats"):
+            assert (row, "C sequential") in got
+        for row in ("put_many", "reserve_delete_many"):
+            c = [r for r in data["results"] if r["row"] == row and r["client"] == "C pipelined"][0]
+            assert c["vs_c"] == 1.0 and c["cpu_us_per_op"] >= 0 and set(c["window_sweep"]) == {"16", "64"}
     for row in ("put_many", "reserve_delete_many"):
         ceiling = [r for r in data["results"] if r["row"] == row and r["client"] == "raw pipelined"][0]
         assert set(ceiling["window_sweep"]) == {"16", "64"}
@@ -54,3 +64,38 @@ def test_bad_arguments_are_refused(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "beanstalkc_fast.bench", "--lib-windows", "0"], cwd=str(tmp_path),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     assert proc.returncode == 2 and "--lib-windows must be positive" in proc.stderr
+
+
+def test_a_tiny_run_through_the_latency_proxy(tmp_path):
+    out = tmp_path / "out.json"
+    clients = "cython,python,raw,pipelined" + (",c-seq,c-pipe" if HAVE_CC else "")
+    code = bench.main(["--no-pin", "--rtt", "1", "--ops", "20", "--batch-ops", "200", "--batch", "64",
+                       "--repeat", "1", "--windows", "64", "--clients", clients, "--no-import", "--chart", "",
+                       "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["rtt_ms"] == 1 and "rtt 1 ms" in data["meta"]["summary"]
+    fast = 2 if bench._backend._load_compiled() else 1
+    assert len(data["results"]) == 3 * (fast + 1 + HAVE_CC) + 2 * (fast + 1 + HAVE_CC)
+    for r in data["results"]:
+        assert r["proxy_cpu_us_per_op"] > 0
+        if not r["batch"]:      # one round trip (reserve+delete: two) per op at least
+            assert r["us_per_op"] >= 1000
+
+
+def test_without_a_compiler_the_c_rows_are_skipped_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "false")
+    exe, note = bench.build_refclient(str(tmp_path))
+    assert exe is None and "C reference client" in note
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    exe, note = bench.build_refclient(str(tmp_path))
+    assert exe is None and "no C compiler" in note
+
+
+def test_the_c_source_ships_in_the_package():
+    # bench.py finds it next to itself, also in an installed wheel (pyproject package-data)
+    import os
+    assert os.path.exists(bench.REFCLIENT_SRC) and bench.REFCLIENT_SRC.endswith(os.path.join("beanstalkc_fast",
+                                                                                               "_refclient.c"))
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")) as f:
+        assert '"_refclient.c"' in f.read()
