@@ -173,3 +173,18 @@ def test_backend_module_reload_with_env(monkeypatch):
     finally:
         monkeypatch.delenv("BEANSTALKC_FAST_PUREPYTHON")
         importlib.reload(_backend)
+
+
+def test_version_is_one_release_number_everywhere():
+    # __version__, the installed metadata and the newest CHANGELOG heading name the same release.
+    import re
+    from importlib import metadata
+    version = beanstalkc_fast.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    assert metadata.version("beanstalkc_fast") == version
+    changelog = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "CHANGELOG.md")
+    if not os.path.exists(changelog):
+        pytest.skip("no CHANGELOG.md beside these tests")
+    with open(changelog, encoding="utf-8") as f:
+        headings = re.findall(r"^## (\S+)", f.read(), re.M)
+    assert headings and headings[0] == version, headings[:1]
