@@ -29,6 +29,8 @@ DEFAULT_TTR = 120
 
 _SOCKET_DEFAULT = object()
 _UNDECODED = object()     # Job._body before its first decode
+
+
 class Connection:
     """A connection to one beanstalkd server.
 
@@ -180,9 +182,6 @@ class Connection:
                 proto.sock.close()
             except Exception:
                 pass
-
-    # Every command runs under the lock, taken with acquire()/release() rather than "with":
-    # a lock's __exit__ costs as much as acquire() and release() together.
 
     # Every command takes this one path: the lock (acquire()/release() rather than "with": a
     # lock's __exit__ costs as much as both), the closed check, one core call, and the
