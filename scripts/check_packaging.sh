@@ -116,8 +116,9 @@ print("   ", " ".join(sorted(n for n in names if ".dist-info/" not in n)))
 check("wheel", names,
       ["beanstalkc_fast/_cprotocol.*.so", "beanstalkc_fast/py.typed", "beanstalkc_fast/_cprotocol.pyi",
        "beanstalkc_fast/__init__.py", "beanstalkc_fast/_pyprotocol.py", "beanstalkc_fast/testing.py",
+       "beanstalkc_fast/_refclient.c",
        "*.dist-info/*LICENSE"],
-      ["*.pyx", "*.pxi", "*.pxd", "*.c", "src/*", "tests/*", "benchmarks/*"])
+      ["*.pyx", "*.pxi", "*.pxd", "beanstalkc_fast/_cprotocol.c", "src/*", "tests/*", "benchmarks/*"])
 with zipfile.ZipFile(wheels[0]) as whl:
     for name in fnmatch.filter(names, "beanstalkc_fast/_cprotocol.*.so"):
         data = whl.read(name)
