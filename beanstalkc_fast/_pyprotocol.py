@@ -733,22 +733,19 @@ class Protocol:
         return self._pipeline(job_windows(items, template, args, self.window), results, KIND_STATUS, ok)
 
     def reserve_many(self, n, first_command, results, wait=-1):
-        """Send ``first_command`` (a reserve); while the replies are jobs, pipeline
-        ``reserve-with-timeout 0`` until ``n`` replies. Appends ``(jid, body)`` per job (as
-        reserve()) and any other reply but TIMED_OUT as it is; returns how many of those."""
-        reply = self.reserve(first_command, wait)
-        if len(reply) != 2:
-            if reply[0] == b"TIMED_OUT":
-                return 0
-            results.append(reply)
-            return 1
-        results.append(reply)
+        """Send ``first_command`` (a reserve that may wait) and, in the same write,
+        ``reserve-with-timeout 0`` up to a window; more windows follow while every reply is a
+        job, until ``n`` replies. Appends ``(jid, body)`` per job (as reserve()) and any other
+        reply but TIMED_OUT as it is; returns how many of those."""
         reader = self._reader
-        left = n - 1
+        left = max(n, 1)
+        first = first_command
         bad = 0
         while left > 0:
             k = max(1, min(left, self.reserve_window))
-            self._sendall(_RESERVE0 * k)
+            timed = first is not None and self._timed(wait)
+            self._sendall((first or b"") + _RESERVE0 * (k - (first is not None)))
+            first = None
             _give_way()
             left -= k
             stop = False
@@ -765,8 +762,8 @@ class Protocol:
                 if reply[0] != b"TIMED_OUT":
                     results.append(reply)
                     bad += 1
+            if timed:
+                self.sock.settimeout(self._timeout)
             if stop:
                 break
         return bad
-
-

@@ -182,21 +182,19 @@ cdef class Protocol:
 
     def reserve_many(self, n, first_command, results, wait=-1):
         cdef ReplyReader r = self._reader
-        cdef Py_ssize_t left, k, bad = 0
-        cdef bint stop
-        reply = self.reserve(first_command, wait)
-        if len(reply) != 2:
-            if reply[0] == b"TIMED_OUT":
-                return 0
-            results.append(reply)
-            return 1
-        results.append(reply)
-        left = n - 1
+        cdef Py_ssize_t left = n if n > 1 else 1, k, bad = 0
+        cdef bint stop, timed
+        first = first_command
         while left > 0:
             k = left if left < self.reserve_window else self.reserve_window
             if k < 1:
                 k = 1
-            self._sendall(_RESERVE0 * k)
+            timed = first is not None and self._timed(wait)
+            if first is not None:
+                self._sendall(first + _RESERVE0 * (k - 1))
+                first = None
+            else:
+                self._sendall(_RESERVE0 * k)
             _give_way()
             left -= k
             stop = False
@@ -214,6 +212,8 @@ cdef class Protocol:
                 else:
                     results.append(r._reply())
                     bad += 1
+            if timed:
+                self.sock.settimeout(self._timeout)
             if stop:
                 break
         return bad

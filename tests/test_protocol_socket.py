@@ -307,33 +307,63 @@ def test_jobs_many_rejects_bad_ids(impl, pair):
         proto.jobs_many(["1"], b"delete %d\r\n", (), b"DELETED", [])
 
 
-@pytest.mark.parametrize("n,script,expected,bad", [
-    (3, [b"TIMED_OUT\r\n"], [], 0),
-    (3, [b"DEADLINE_SOON\r\n"], [(b"DEADLINE_SOON", (), None)], 1),
-    (1, [b"RESERVED 1 1\r\na\r\n"], [(1, b"a")], 0),
-    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nTIMED_OUT\r\n"], [(1, b"a"), (2, b"")], 0),
-    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nDEADLINE_SOON\r\n"],
+@pytest.mark.parametrize("n,stream,expected,bad", [
+    (3, b"TIMED_OUT\r\n" * 3, [], 0),
+    (3, b"DEADLINE_SOON\r\n" + b"TIMED_OUT\r\n" * 2, [(b"DEADLINE_SOON", (), None)], 1),
+    (1, b"RESERVED 1 1\r\na\r\n", [(1, b"a")], 0),
+    (3, b"RESERVED 1 1\r\na\r\nRESERVED 2 0\r\n\r\nTIMED_OUT\r\n", [(1, b"a"), (2, b"")], 0),
+    (3, b"RESERVED 1 1\r\na\r\nRESERVED 2 0\r\n\r\nDEADLINE_SOON\r\n",
      [(1, b"a"), (2, b""), (b"DEADLINE_SOON", (), None)], 1),
-    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED 2 0\r\n\r\nRESERVED 3 1\r\nc\r\n"], [(1, b"a"), (2, b""), (3, b"c")], 0),
+    (3, b"RESERVED 1 1\r\na\r\nRESERVED 2 0\r\n\r\nRESERVED 3 1\r\nc\r\n", [(1, b"a"), (2, b""), (3, b"c")], 0),
     # a job id that is not one: the reply as it is; the jobs after it in the window are kept
-    (3, [b"RESERVED 1 1\r\na\r\n", b"RESERVED x 0\r\n\r\nRESERVED 3 1\r\nc\r\n"],
+    (3, b"RESERVED 1 1\r\na\r\nRESERVED x 0\r\n\r\nRESERVED 3 1\r\nc\r\n",
      [(1, b"a"), (b"RESERVED", (b"x", b"0"), b""), (3, b"c")], 1),
-    (3, [b"RESERVED -1 1\r\na\r\n"], [(b"RESERVED", (b"-1", b"1"), b"a")], 1),
+    (3, b"RESERVED -1 1\r\na\r\n" + b"TIMED_OUT\r\n" * 2, [(b"RESERVED", (b"-1", b"1"), b"a")], 1),
+    # the first reserve timed out, but a job came before the next one: it is kept, never dropped
+    (3, b"TIMED_OUT\r\nRESERVED 2 0\r\n\r\nTIMED_OUT\r\n", [(2, b"")], 0),
 ])
-def test_reserve_many_scripted(impl, pair, n, script, expected, bad):
+def test_reserve_many_scripted(impl, pair, n, stream, expected, bad):
+    # The first reserve goes out in the same write as the window's zero-timeout reserves.
     a, b = pair
     proto = impl.Protocol(a)
+    commands = []
 
     def serve():
-        for i, reply in enumerate(script):
-            read_commands(b, 1 if i == 0 else n - 1)
-            b.sendall(reply)
+        commands.extend(read_commands(b, n))
+        b.sendall(stream)
 
     t = peer(serve)
     results = []
-    assert proto.reserve_many(n, b"reserve-with-timeout 0\r\n", results) == bad
+    assert proto.reserve_many(n, b"reserve-with-timeout 7\r\n", results) == bad
     t.join()
     assert results == expected
+    assert commands == [b"reserve-with-timeout 7\r\n"] + [b"reserve-with-timeout 0\r\n"] * (n - 1)
+
+
+def test_reserve_many_in_windows(impl, pair):
+    # Windows of reserve_window commands, the next one sent only while every reply was a job.
+    a, b = pair
+    proto = impl.Protocol(a)
+    proto.reserve_window = 2
+    got = []
+
+    def serve():
+        jid = 0
+        for size, last in ((2, False), (2, False), (1, True)):
+            got.append(read_commands(b, size))
+            out = b""
+            for i in range(size):
+                jid += 1
+                out += b"TIMED_OUT\r\n" if last else b"RESERVED %d 1\r\nx\r\n" % jid
+            b.sendall(out)
+
+    t = peer(serve)
+    results = []
+    assert proto.reserve_many(5, b"reserve\r\n", results) == 0
+    t.join()
+    assert results == [(1, b"x"), (2, b"x"), (3, b"x"), (4, b"x")]
+    assert got == [[b"reserve\r\n", b"reserve-with-timeout 0\r\n"], [b"reserve-with-timeout 0\r\n"] * 2,
+                   [b"reserve-with-timeout 0\r\n"]]
 
 
 def test_gevent_style_socket_object(impl, pair):
