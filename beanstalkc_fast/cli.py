@@ -167,7 +167,7 @@ def _decode(data: bytes, encoding: str) -> str:
 
 def _job_dict(job: Job, encoding: str) -> dict:
     """A job as JSON: ``body`` is decoded text; an undecodable body also gets ``body_base64``."""
-    data = job.body_bytes
+    data = job.body_bytes or b""    # None only for a Job built from an id alone
     result = {"id": job.jid, "body": _decode(data, encoding)}
     try:
         data.decode(encoding)
@@ -180,7 +180,7 @@ def _print_job(job: Job, args: argparse.Namespace) -> None:
     if args.json:
         _out(json.dumps(_job_dict(job, args.encoding)))
     else:
-        _out("%d\t%s" % (job.jid, _decode(job.body_bytes, args.encoding)))
+        _out("%d\t%s" % (job.jid, _decode(job.body_bytes or b"", args.encoding)))
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[List[Any]]:

@@ -9,8 +9,8 @@ import _thread
 
 from . import _backend, _commands
 from ._commands import COMMANDS as _COMMANDS, result as _result
-from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
-                         InvalidType, ProtocolError, SocketError, UnexpectedResponse)
+from .exceptions import (BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError,
+                         UnexpectedResponse)
 
 __all__ = ["Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
@@ -277,8 +277,8 @@ class Connection:
 
     def reserve_job(self, jid: "JobRef") -> "Job":
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
-        jid, body = self._command("reserve-job", jid)
-        return Job(self, jid, body, True)
+        reserved, body = self._command("reserve-job", jid)
+        return Job(self, reserved, body, True)
 
     def watch(self, name: str) -> int:
         """Watch the tube ``name``; return the number of watched tubes."""
