@@ -111,7 +111,8 @@ def check_timeout(core, timeout):
     return core.check_uint32(timeout, "timeout")
 
 
-def _check(core, kind, value):
+def check_arg(core, kind, value):
+    """One argument of the table's ``kind`` checked by ``core`` (before a byte is encoded)."""
     if kind == "jid":
         return core.check_jid(value)
     if kind == "tube":
@@ -128,7 +129,7 @@ def encode(core, cmd, *args):
         raise TypeError("%s takes %d arguments (%s), got %d" % (cmd, len(kinds), ", ".join(kinds), len(args)))
     if not kinds:
         return template
-    return template % tuple([_check(core, kind, value) for kind, value in zip(kinds, args)])
+    return template % tuple([check_arg(core, kind, value) for kind, value in zip(kinds, args)])
 
 
 def result(cmd, reply):

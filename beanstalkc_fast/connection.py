@@ -438,7 +438,7 @@ class Connection:
 
     def _jobs_many(self, cmd, jids, *args):
         template, kinds, statuses = _commands.COMMANDS[cmd]
-        args = tuple([self._core.check_uint32(value, kind) for kind, value in zip(kinds[1:], args)])
+        args = tuple([_commands.check_arg(self._core, kind, value) for kind, value in zip(kinds[1:], args)])
         ok = next(iter(statuses))   # the first status listed is the plain success
         results: list = []
         try:
