@@ -222,21 +222,19 @@ class Connection:
         """Write ``data`` behind the commands in flight and return its reply: what
         ``proto.<read>(*args)`` gives when this thread reads it, else the reply tuple."""
         lock = self._lock
-        qlock = self._qlock
         lock.acquire()
         proto = self._proto
         if proto is None:
             lock.release()
             raise SocketError("connection is closed; call reconnect()")
         queue = self._queue
-        qlock.acquire()
         if queue:
-            waiter = _Waiter(self._allocate)
-            queue.append(waiter)
+            waiter = self._enqueue(proto, queue)
         else:
+            # No reply in flight, so no reader to race with, and other writers wait for
+            # the write lock: the caller becomes the reader without the queue's lock.
             waiter = None
-            queue.append(None)  # the reader's own entry
-        qlock.release()
+            queue.append(None)
         try:
             proto.write(data)
         except BaseException as err:
@@ -251,15 +249,31 @@ class Connection:
             reply = getattr(proto, read)(*args)
         except BaseException as err:
             raise self._lost(proto, queue, err)
+        qlock = self._qlock
+        qlock.acquire()
         if len(queue) == 1:     # nobody behind: the usual case of a call alone
-            qlock.acquire()
-            if len(queue) == 1:
-                queue.popleft()
-                qlock.release()
-                return reply
+            queue.popleft()
             qlock.release()
-        self._pass_on(proto, queue)
+        else:
+            self._pass_on(proto, queue)
         return reply
+
+    def _enqueue(self, proto, queue):
+        # Under the write lock, with replies in flight: wait behind them, unless the reader
+        # has meanwhile finished, or failed (then nobody would wake this caller).
+        self._qlock.acquire()
+        if self._proto is not proto:
+            self._qlock.release()
+            self._lock.release()
+            raise SocketError("connection lost; call reconnect()")
+        if queue:
+            waiter = _Waiter(self._allocate)
+            queue.append(waiter)
+        else:
+            waiter = None
+            queue.append(None)
+        self._qlock.release()
+        return waiter
 
     def _wait(self, proto, queue, waiter):
         """Sleep until ``waiter`` is handed its reply (returned), the reader role (_LEAD)
@@ -281,10 +295,10 @@ class Connection:
         raise reply
 
     def _pass_on(self, proto, queue):
-        """Called by the reader with its own reply read: hand over the replies already
-        received, in order, then the reader role to the first caller still waiting."""
+        """Called by the reader with its own reply read and the queue's lock held: hand over
+        the replies already received, in order, then the reader role to the first caller
+        still waiting; release the queue's lock."""
         qlock = self._qlock
-        qlock.acquire()
         if self._proto is not proto:    # closed meanwhile (the socket is shut): nobody may wait on
             qlock.release()
             self._lost(proto, queue, SocketError("connection closed"))
@@ -293,6 +307,8 @@ class Connection:
             queue.popleft()     # the reader's own entry
             while queue:
                 waiter = queue[0]
+                if waiter is None:      # a caller that found nothing in flight reads for itself
+                    break
                 if waiter.exclusive:    # nothing sent: it waits for the wire to be idle
                     queue.popleft()
                     if waiter.reply is None:
@@ -376,6 +392,9 @@ class Connection:
     def _drain(self, proto, queue):
         # With the write lock held: wait until the replies in flight are read.
         self._qlock.acquire()
+        if self._proto is not proto:
+            self._qlock.release()
+            raise SocketError("connection lost; call reconnect()")
         if not queue:
             self._qlock.release()
             return
