@@ -334,15 +334,17 @@ class Connection:
                 if waiter.reply is None:
                     waiter.reply = reply
                     waiter.lock.release()
-        except BaseException as err:
+        except BaseException as err:    # a malformed reply: its caller gets the error itself
+            head = queue[0] if queue else None
             qlock.release()
-            self._lost(proto, queue, err)
+            self._lost(proto, queue, err, head)
             return
         qlock.release()
 
-    def _lost(self, proto, queue, err):
+    def _lost(self, proto, queue, err, culprit=None):
         """The stream broke or can no longer be trusted: close the connection, fail every
-        caller still waiting for a reply on it, and return the exception to raise here."""
+        caller still waiting for a reply on it (``culprit``, whose reply broke it, with the
+        error itself) and return the exception to raise here."""
         if self._proto is proto:
             self._proto = None
         sock = proto.sock
@@ -363,6 +365,9 @@ class Connection:
         waiters = [w for w in queue if w is not None and w.reply is None]
         queue.clear()
         for waiter in waiters:
+            if waiter is culprit:
+                waiter.reply = exc
+                continue
             waiter.reply = SocketError("connection lost before the reply came: %s" % (exc,))
             waiter.reply.__cause__ = exc
         self._qlock.release()
