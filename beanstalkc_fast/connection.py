@@ -6,7 +6,7 @@ driver does the I/O. This module adds the locking, the translation of transport 
 Jobs, YAML and the bookkeeping of tubes.
 """
 import _thread
-from _collections import deque
+from _collections import deque  # type: ignore  # (collections itself costs import time)
 
 from . import _backend, _commands
 from ._commands import COMMANDS as _COMMANDS, result as _result
@@ -214,7 +214,7 @@ class Connection:
     # reply is pending before it, else sleeps until the thread reading hands it over. The
     # reader only ever reads its own reply; then it hands over the replies that came with it
     # and passes the reader role to the first caller whose reply has not come yet (_pass_on).
-    # A call alone costs three short lock holds. Reserves that wait and batches take the
+    # A call alone takes two short lock holds. Reserves that wait and batches take the
     # connection to themselves (_do): they keep the write lock and wait for the replies in
     # flight to be read first. Locks are acquired and released by hand: "with" costs more.
 
