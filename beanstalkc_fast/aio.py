@@ -31,6 +31,7 @@ warning on the ``beanstalkc_fast`` logger). A job reserved for a caller that is 
 next coroutine waiting for one, or is released at once with its own priority.
 """
 import asyncio
+import os
 from collections import deque
 
 from . import _backend, _commands
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
     from .connection import Body, JobRef, PutItem, YAMLResult
 
 _RESERVE0 = b"reserve-with-timeout 0\r\n"
+# As the blocking driver does, yield the CPU after writing a batch, so that a server on the same CPU
+# answers it whole before this client wakes (else: a wake-up every few replies).
+_give_way = getattr(os, "sched_yield", lambda: None)
+_YIELD_AT = 64         # buffers in one write from which that pays (many coalesced commands)
 _ENDS_RESERVATION = ("delete", "release", "bury")   # whatever their reply, the job is no longer ours
 _TRACK_RESERVE = -1     # the jid of a FIFO entry whose RESERVED reply makes its channel hold the job
 
@@ -95,8 +100,7 @@ class _Channel(asyncio.BufferedProtocol):
     def __init__(self, conn):
         self._conn = conn
         self._loop = conn._loop
-        self._reader = reader = conn._core.ReplyReader()
-        self.get_buffer = reader.get_buffer     # type: ignore[method-assign]  # into the core's own buffer
+        self._reader = conn._core.ReplyReader()
         self._fifo: deque = deque()     # (future, cmd, jid or None) per command, or a _Batch per window
         self._out: list = []            # buffers queued this loop iteration
         self._flushing = False
@@ -132,6 +136,12 @@ class _Channel(asyncio.BufferedProtocol):
         for fut in drainers:
             if not fut.done():
                 fut.set_result(None)
+
+    def get_buffer(self, sizehint):
+        # Received bytes land in the core's own buffer. A second view of it, because uvloop keeps
+        # its buffer export of the view until buffer_updated() has returned, and the reader
+        # releases its own view in buffer_updated() (its buffer may move after that).
+        return memoryview(self._reader.get_buffer(sizehint))
 
     def buffer_updated(self, nbytes):
         reader = self._reader
@@ -206,13 +216,14 @@ class _Channel(asyncio.BufferedProtocol):
     def _schedule(self, idle):
         if not self._flushing:
             self._flushing = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         if self._timeout is not None:
             if idle:
                 self._progress = self._loop.time()
             self._arm()
 
-    def _flush(self):
+    def flush(self):
+        """Write what this loop iteration queued now."""
         self._flushing = False
         out = self._out
         if out and self.error is None:
@@ -221,6 +232,8 @@ class _Channel(asyncio.BufferedProtocol):
                 self.transport.write(out[0])
             else:
                 self.transport.writelines(out)
+                if len(out) >= _YIELD_AT:
+                    _give_way()     # many commands at once: let a server on this CPU answer them all
 
     async def writable(self):
         """Wait while the transport's write buffer is above its high-water mark."""
@@ -287,7 +300,7 @@ class _Channel(asyncio.BufferedProtocol):
         transport = self.transport
         if self.error is None and transport is not None:
             try:
-                self._flush()
+                self.flush()
                 transport.write(b"quit\r\n")
                 transport.close()
             except Exception:
@@ -819,6 +832,9 @@ class Connection:
                     await batch.fut
                 _attach(err, [r for b in batches for r in b.results] or None)
                 raise
+            if batches:
+                ch.flush()
+                _give_way()
             for batch in batches:
                 await batch.fut
         except BaseException as err:
