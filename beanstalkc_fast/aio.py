@@ -63,6 +63,13 @@ def _closed(err=None):
     return exc
 
 
+def _again(err):
+    """A fresh copy of a channel's failure for each caller that meets it."""
+    exc = type(err)(*err.args)
+    exc.__cause__ = err.__cause__
+    return exc
+
+
 class _Batch:
     """A FIFO entry of ``n`` pipelined replies of one ``kind``, taken by the core's ``take``."""
 
@@ -180,7 +187,7 @@ class _Channel(asyncio.BufferedProtocol):
     def send(self, data, cmd, jid=None):
         """Queue the command ``data``; return the future of its reply."""
         if self.error is not None:
-            raise _closed(self.error)
+            raise _again(self.error)
         fut = self._loop.create_future()
         fifo = self._fifo
         idle = not fifo
@@ -191,7 +198,7 @@ class _Channel(asyncio.BufferedProtocol):
     def send_batch(self, chunks, batch):
         """Queue the buffers ``chunks`` of a window whose replies ``batch`` takes."""
         if self.error is not None:
-            raise _closed(self.error)
+            raise _again(self.error)
         idle = not self._fifo
         self._fifo.append(batch)
         out = self._out
@@ -239,12 +246,12 @@ class _Channel(asyncio.BufferedProtocol):
         """Wait while the transport's write buffer is above its high-water mark."""
         while self._paused:
             if self.error is not None:
-                raise _closed(self.error)
+                raise _again(self.error)
             fut = self._loop.create_future()
             self._drainers.append(fut)
             await fut
         if self.error is not None:
-            raise _closed(self.error)
+            raise _again(self.error)
 
     # -- socket_timeout: the server must answer within it (a waiting reserve: plus its own timeout) --
 
@@ -292,7 +299,7 @@ class _Channel(asyncio.BufferedProtocol):
         for entry in fifo:
             fut = entry[0] if entry.__class__ is tuple else entry.fut
             if not fut.done():
-                fut.set_exception(_closed(err) if isinstance(err, SocketError) else err)
+                fut.set_exception(_again(err))
         self.resume_writing()
 
     def quit(self):
@@ -446,7 +453,7 @@ class Connection:
         waiters, self._waiters = self._waiters, deque()
         for fut, _ in waiters:
             if not fut.done():
-                fut.set_exception(_closed(err) if isinstance(err, SocketError) else err)
+                fut.set_exception(_again(err))
         self._held = {}
         pump, self._pump = self._pump, None
         if pump is not None and not pump.done() and pump is not _current_task():
@@ -463,7 +470,17 @@ class Connection:
     async def _call(self, ch, data, cmd, jid=None):
         if ch._paused:
             await ch.writable()
-        return await ch.send(data, cmd, jid)
+        fut = ch.send(data, cmd, jid)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._late(ch, cmd, fut)
+            raise
+
+    def _late(self, ch, cmd, fut):
+        # Cancelled after its reply came but before it resumed: the reply is an orphan too.
+        if not fut.cancelled() and fut.exception() is None:
+            self._orphan(ch, cmd, fut.result())
 
     async def _command(self, cmd, *args):
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
@@ -498,7 +515,11 @@ class Connection:
                     self._hold(ch, entry[0])
         if not fut.done():
             fut.set_result(batch)
-        elif cmd == "put":
+        else:
+            self._orphan_batch(ch, batch)
+
+    def _orphan_batch(self, ch, batch):
+        if batch.cmd == "put":
             for entry in batch.results:
                 if entry.__class__ is int:
                     self._report("put", entry)
@@ -656,7 +677,11 @@ class Connection:
             if ch._paused:
                 await ch.writable()
             fut = ch.send(b"".join(chunks), "put")
-        return _result("put", await fut)
+        try:
+            return _result("put", await fut)
+        except asyncio.CancelledError:
+            self._late(ch, "put", fut)
+            raise
 
     async def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""
@@ -694,6 +719,11 @@ class Connection:
             self._pump = loop.create_task(self._pump_waiters())
         try:
             return await fut
+        except asyncio.CancelledError:
+            job = None if fut.cancelled() or fut.exception() is not None else fut.result()
+            if job is not None:     # it came, but its caller is gone: the next waiter's, or back it goes
+                self._deliver(job._channel, job.jid, job.body_bytes)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
@@ -838,9 +868,12 @@ class Connection:
             for batch in batches:
                 await batch.fut
         except BaseException as err:
-            for batch in batches:     # cancelled: the replies still due are read and dropped
-                if not batch.fut.cancel() and not batch.fut.cancelled():
-                    batch.fut.exception()   # retrieved: no "never retrieved" warning
+            for batch in batches:
+                fut = batch.fut
+                if fut.cancel() or fut.cancelled():
+                    continue    # the replies still due are read and dropped (reported) as they come
+                if fut.exception() is None and not isinstance(err, Exception):
+                    self._orphan_batch(ch, batch)   # the caller was cancelled: its results are orphans
             if isinstance(err, SocketError):
                 err.results = [r for b in batches for r in b.results]   # what was confirmed: a prefix
             raise
@@ -944,6 +977,15 @@ class Connection:
         jobs: list = []
         if n == 0:
             return jobs
+        try:
+            return await self._reserve_many(n, seconds, jobs)
+        except asyncio.CancelledError:
+            for job in jobs:    # already taken for a caller that is gone
+                self._deliver(job._channel, job.jid, job.body_bytes)
+            raise
+
+    async def _reserve_many(self, n, seconds, jobs):
+        core = self._core
         if seconds:
             first = await self.reserve(seconds)
             if first is None:
