@@ -1016,6 +1016,8 @@ class Job(_SyncJob):
     ``touch()``, ``kick()``, ``stats()``. A reserved job remembers the channel that reserved
     it: its commands go there."""
 
+    conn: "Connection"      # type: ignore[assignment]
+
     def __init__(self, conn: "Connection", jid: int, body: "Optional[Body]", reserved: bool = True,
                  channel: "Any" = None) -> None:
         super().__init__(conn, jid, body, reserved)     # type: ignore[arg-type]
@@ -1024,7 +1026,7 @@ class Job(_SyncJob):
     def __repr__(self) -> str:
         return "<beanstalkc_fast.aio" + super().__repr__()[len("<beanstalkc_fast"):]
 
-    async def _priority(self):      # type: ignore[override]
+    async def _priority(self):
         stats = _load_yaml(self.conn._core, await self.conn._command("stats-job", self.jid))
         return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
 
@@ -1056,7 +1058,7 @@ class Job(_SyncJob):
         if self.reserved:
             await self.conn._job_command("touch", self.jid, ch=self._channel)
 
-    async def stats(self) -> "YAMLResult":  # type: ignore[override]
+    async def stats(self) -> "YAMLResult":
         """Return the statistics of this job."""
         return await self.conn.stats_job(self.jid)
 
@@ -1125,7 +1127,7 @@ def _index_jid(core, item, index):
 
 def _attach(err, results):
     try:
-        err.results = results   # type: ignore[attr-defined]
+        err.results = results
     except AttributeError:
         pass
 
