@@ -33,6 +33,7 @@ clients' CPU. Job counts shrink with the round trip so a run stays short.
 """
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import re
@@ -1124,19 +1125,15 @@ def _clients(selected, log, lib_windows=(None,)):
         log("note: beanstalkc_fast._cprotocol is not built (or stale): no aio rows")
         aio = []
     for key, name, uv in aio:
-        if uv:
-            try:
-                import uvloop   # noqa: F401
-            except ImportError:
-                log("note: uvloop is not installed (pip install uvloop): no %s rows" % name)
-                continue
+        if uv and importlib.util.find_spec("uvloop") is None:
+            log("note: uvloop is not installed (pip install uvloop): no %s rows" % name)
+            continue
         out.append((name, _Partial(AioClient, compiled, uv), [None]))
     if "aiostalk" in selected:
-        try:
-            import aiostalk     # noqa: F401
-            out.append(("aiostalk", AiostalkClient, [None]))
-        except ImportError:
+        if importlib.util.find_spec("aiostalk") is None:
             log("note: aiostalk is not installed (pip install aiostalk): skipped")
+        else:
+            out.append(("aiostalk", AiostalkClient, [None]))
     return out
 
 

@@ -3,6 +3,7 @@
 Each test runs on both cores and on the stock loop and uvloop (the ``arun`` fixture).
 """
 import asyncio
+import importlib.util
 import socket
 import subprocess
 import time
@@ -390,3 +391,21 @@ def test_unix_socket_and_ipv6(arun, tmp_path, beanstalkd_binary):
 def test_sync_and_aio_share_the_exception_classes():
     assert aio.DEFAULT_PRIORITY == beanstalkc_fast.DEFAULT_PRIORITY
     assert issubclass(aio.Job, beanstalkc_fast.Job)
+
+
+def test_the_benchmark_runs_the_asyncio_rows(tmp_path):
+    import json
+    from beanstalkc_fast import bench
+    out = tmp_path / "out.json"
+    clients = ["aio", "aiostalk"] + (["aio-uvloop"] if importlib.util.find_spec("uvloop") else [])
+    code = bench.main(["--no-pin", "--ops", "40", "--batch-ops", "2000", "--batch", "64", "--repeat", "1",
+                       "--clients", ",".join(clients), "--no-import", "--chart", "", "--json", str(out)])
+    assert code == 0
+    got = {(r["row"], r["client"]) for r in json.loads(out.read_text())["results"]}
+    if bench._backend._load_compiled() is not None:
+        for row in ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many", "put_concurrent",
+                    "reserve_delete_concurrent"):
+            assert (row, "aio[cython]") in got
+            assert "aio-uvloop" not in clients or (row, "aio[cython]+uvloop") in got
+    if importlib.util.find_spec("aiostalk"):
+        assert {("put", "aiostalk"), ("reserve_delete", "aiostalk"), ("stats", "aiostalk")} <= got
