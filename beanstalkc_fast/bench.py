@@ -9,8 +9,8 @@ given) and pins itself and the server to one CPU: on small machines a cross-CPU 
 trip costs more than a client's own work and hides every difference.
 
 Rows: single put, single reserve+delete, ``stats()``, ``put_many`` and ``reserve_many``
-+ ``delete_many``; for the asyncio clients also 1,000 coroutines putting on one connection and
-100 coroutines reserving and deleting. Clients: beanstalkc_fast with the compiled and the pure-Python core,
++ ``delete_many``; for the asyncio clients also 1,000 coroutines putting on one connection (long-
+lived, and as gathered tasks of one put each) and 100 coroutines reserving and deleting. Clients: beanstalkc_fast with the compiled and the pure-Python core,
 greenstalk, beanstalkc3, pystalk (single rows only: they have no batches), a minimal
 raw-socket client (the floor for single commands) and a raw pipelined client (the
 ceiling for batches: same batch size, best window of a sweep), both in Python, and the
@@ -60,6 +60,7 @@ ROWS = [
     ("reserve_delete_many", "reserve_many+delete_many", True),
     # the asyncio clients only: many coroutines on one connection
     ("put_concurrent", "put, 1,000 coroutines", True),
+    ("put_gather", "put, gather of 1,000 tasks", True),
     ("reserve_delete_concurrent", "reserve+delete, 100 coroutines", True),
 ]
 COLORS = {
@@ -154,10 +155,12 @@ class FastClient:
 class AioClient:
     """beanstalkc_fast.aio on its own event loop (the stock one, or uvloop); every row is run to
     completion on it. ``put``/``reserve_delete``/``stats``: one coroutine, one await at a time;
-    ``put_concurrent``: 1,000 coroutines putting on the one connection; ``reserve_delete_concurrent``:
+    ``put_concurrent``: 1,000 coroutines putting on the one connection, each in a loop;
+    ``put_gather``: ``gather()`` of 1,000 new tasks of one put each, again and again (a task per
+    put, as a web server's requests); ``reserve_delete_concurrent``:
     100 coroutines reserving (zero timeout) and deleting until the tube is empty."""
 
-    rows = ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many", "put_concurrent",
+    rows = ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many", "put_concurrent", "put_gather",
             "reserve_delete_concurrent")
     PUTTERS = 1000
     CONSUMERS = 100
@@ -219,6 +222,17 @@ class AioClient:
         async def run():
             k, extra = divmod(n, self.PUTTERS)
             await asyncio.gather(*[putter(k + (i < extra)) for i in range(self.PUTTERS)])
+        self._run(run())
+
+    def put_gather(self, n):
+        import asyncio
+
+        async def run():
+            put, body, gather = self.c.put, self.body, asyncio.gather
+            k, rest = divmod(n, self.PUTTERS)
+            for _ in range(k):
+                await gather(*[put(body) for _ in range(self.PUTTERS)])
+            await gather(*[put(body) for _ in range(rest)])
         self._run(run())
 
     def reserve_delete(self, n):
@@ -752,7 +766,7 @@ class Bench:
         if row == "stats":
             return
         st = ctl.stats_tube()
-        if row in ("put", "put_many", "put_concurrent"):
+        if row in ("put", "put_many", "put_concurrent", "put_gather"):
             if st["total-jobs"] != n or st["current-jobs-ready"] != n:
                 raise RuntimeError("%s: expected %d ready jobs, server says %r" % (row, n, st))
             ctl.reserve_delete_many(n)

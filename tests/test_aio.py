@@ -404,7 +404,7 @@ def test_the_benchmark_runs_the_asyncio_rows(tmp_path):
     got = {(r["row"], r["client"]) for r in json.loads(out.read_text())["results"]}
     if bench._backend._load_compiled() is not None:
         for row in ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many", "put_concurrent",
-                    "reserve_delete_concurrent"):
+                    "put_gather", "reserve_delete_concurrent"):
             assert (row, "aio[cython]") in got
             assert "aio-uvloop" not in clients or (row, "aio[cython]+uvloop") in got
     if importlib.util.find_spec("aiostalk"):
