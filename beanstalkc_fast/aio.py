@@ -463,6 +463,8 @@ class Connection:
         ch = self._main
         if ch is None:
             raise _closed()
+        if ch.error is not None:    # broken: no new channel may open either, until reconnect()
+            raise _again(ch.error)
         return ch
 
     # -- the core of every command --
@@ -586,7 +588,7 @@ class Connection:
         """A consumer channel for a reserve: one not blocked by a waiting reserve; for a reserve
         that may wait (``waiting``), also idle and holding no job, and then marked blocked."""
         while True:
-            self._channel()     # closed: SocketError
+            main = self._channel()      # closed or broken: SocketError
             for ch in self._consumers:
                 if not ch.blocked and (not waiting or not (ch.held or ch._fifo)):
                     ch.blocked = waiting
@@ -595,9 +597,9 @@ class Connection:
                 self._opening = self._loop.create_future()
                 try:
                     ch = await self._open()
-                    if self._main is None:
+                    if self._main is not main or main.error is not None:   # closed meanwhile
                         ch.quit()
-                        raise _closed()
+                        raise _closed(main.error)
                     if self._watching != ["default"]:
                         for name in self._watching:
                             self._fire(ch, "watch", name)
@@ -649,7 +651,7 @@ class Connection:
         except BaseException as err:
             for fut, _ in waiters:
                 if not fut.done():
-                    fut.set_exception(err if isinstance(err, Exception) else _closed())
+                    fut.set_exception(_again(err) if isinstance(err, Exception) else _closed())
             waiters.clear()
             if not isinstance(err, Exception):
                 raise
