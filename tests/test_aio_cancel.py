@@ -320,3 +320,29 @@ def test_socket_timeout_breaks_a_silent_connection_but_not_a_reserve_wait(arun, 
         assert await real.put("still fine") > 0
         await real.close()
     arun(main())
+
+
+def test_cancelled_batches_report_their_jobs_and_give_back_their_reservations(arun, beanstalkd, tube):
+    async def main():
+        orphans = []
+        conn = await tube_conn(beanstalkd.host, beanstalkd.port, tube, on_orphan=lambda *a: orphans.append(a))
+        task = asyncio.ensure_future(conn.put_many(["job %d" % i for i in range(100)]))
+        await until(lambda: conn._main._fifo)      # its window is written
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await settle(conn)
+        assert sorted(cmd for cmd, _ in orphans) == ["put"] * 100
+        assert (await conn.stats_tube(tube))["total-jobs"] == 100
+        task = asyncio.ensure_future(conn.reserve_many(100))
+        await until(lambda: any(ch._fifo for ch in conn._consumers))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await settle(conn)
+        stats = await conn.stats_tube(tube)
+        assert stats["current-jobs-reserved"] == 0 and stats["current-jobs-ready"] == 100
+        assert not conn._held
+        jobs = await conn.reserve_many(100)     # all there again, whatever the order they came back in
+        assert sorted(j.jid for j in jobs) == sorted(jid for _, jid in orphans)
+        await conn.delete_many(jobs)
+        await conn.close()
+    arun(main())
