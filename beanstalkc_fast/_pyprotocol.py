@@ -767,3 +767,8 @@ class Protocol:
             if stop:
                 break
         return bad
+
+    def read_many(self, n, results, kind, status=None):
+        """Read ``n`` replies of commands already sent (by send/send_chunks): appends each
+        reply of ``kind`` as take() gives it, any other reply as it is; returns how many of those."""
+        return self._read_many(n, results, kind, status)

@@ -217,3 +217,6 @@ cdef class Protocol:
             if stop:
                 break
         return bad
+
+    def read_many(self, Py_ssize_t n, list results, int kind, status=None):
+        return self._read_many(n, results, kind, status)
