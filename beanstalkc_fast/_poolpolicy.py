@@ -131,7 +131,8 @@ def parse_servers(servers):
 class Server:
     """One server's health as the pool sees it. A driver hangs its connections on ``conns``."""
 
-    __slots__ = ("name", "address", "index", "failures", "down", "retry_at", "backoff", "last_error", "conns")
+    __slots__ = ("name", "address", "index", "failures", "down", "retry_at", "backoff", "last_error", "conns",
+                 "refusing_until")
 
     def __init__(self, name, address, index):
         self.name = name
@@ -143,6 +144,7 @@ class Server:
         self.backoff = 0.0          # the wait before the next probe, while down
         self.last_error = None
         self.conns = None           # the driver's
+        self.refusing_until = 0.0   # it refused puts (DRAINING...): puts go elsewhere until then
 
 
 class Policy:
@@ -208,18 +210,26 @@ class Policy:
 
     # -- routing --
 
-    def _rotation(self, start):
+    def refused(self, server):
+        """``server`` refused a put (DRAINING, OUT_OF_MEMORY...): puts skip it for a while
+        (``retry_after``, at least a second), unless no other server is left."""
+        server.refusing_until = self.clock() + max(self.retry_after, 1.0)
+
+    def _rotation(self, start, puts=False):
         now = self.clock()
         servers = self.servers
         n = len(servers)
-        return [s for s in (servers[(start + i) % n] for i in range(n)) if self.usable(s, now)]
+        order = [s for s in (servers[(start + i) % n] for i in range(n)) if self.usable(s, now)]
+        if puts:    # servers that refuse puts go last
+            order = [s for s in order if s.refusing_until <= now] + [s for s in order if s.refusing_until > now]
+        return order
 
     def put_order(self, key=None):
         """The servers to try for one put, in order: round-robin (from the one after the last
         put's), or for a ``key`` the rendezvous order of the server names, so one key's jobs
         stay together."""
         if key is None:
-            return self._rotation(self._put_next)
+            return self._rotation(self._put_next, True)
         if isinstance(key, str):
             key = key.encode("utf-8")
         elif not isinstance(key, bytes):
@@ -238,7 +248,9 @@ class Policy:
         """The servers for the windows of one put_many, starting where puts left off."""
         start = self._put_next
         self._put_next = (start + 1) % len(self.servers)
-        return self._rotation(start)
+        now = self.clock()
+        order = self._rotation(start, True)
+        return [s for s in order if s.refusing_until <= now] or order
 
     def reserve_order(self):
         """The servers in the order to ask for a job, from the one after the last that gave
@@ -440,6 +452,11 @@ class PutPlan:
             items = self._items(unit, 0, unit.n)
             self._resend_items([items[i] for i in again], [pos[i] for i in again])
         return refused
+
+    def refused_rest(self, unit, done):
+        """The server of ``unit`` refused every put after the ``done`` replies read (it is
+        draining): the rest goes to another server."""
+        self._resend(unit, done, unit.n)
 
     def lost(self, unit, name, done, err):
         """``unit`` was written to ``name`` but its connection failed after ``done`` replies:

@@ -769,6 +769,19 @@ class Protocol:
         return bad
 
     def read_many(self, n, results, kind, status=None):
-        """Read ``n`` replies of commands already sent (by send/send_chunks): appends each
-        reply of ``kind`` as take() gives it, any other reply as it is; returns how many of those."""
-        return self._read_many(n, results, kind, status)
+        """Read the replies of commands already sent (by send/send_chunks): up to ``n``, but
+        no further than the first reply not of ``kind``. Appends each reply of ``kind`` as
+        take() gives it and that other reply as it is; returns the number of replies read."""
+        reader = self._reader
+        done = 0
+        while done < n:
+            done += reader.take(kind, n - done, results, status)
+            if done >= n:
+                break
+            reply = reader.gets()
+            if reply is None:
+                self._fill()
+            else:
+                results.append(reply)
+                return done + 1
+        return done

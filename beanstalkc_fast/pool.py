@@ -237,6 +237,7 @@ class Pool:
                 continue
             except (CommandFailed, UnexpectedResponse) as err:
                 if err.args[1].encode("ascii", "replace") in REFUSALS:
+                    policy.refused(server)
                     refusal = err
                     continue
                 err.server = server.name
@@ -270,6 +271,10 @@ class Pool:
         window = lanes[0].conn._proto.window if lanes else core.WINDOW_ITEMS
         plan = PutPlan(core, items, priority, delay, ttr, self._encoding, window, len(lanes),
                        policy.at_least_once)
+        if not lanes:
+            if plan.next_unit() is None:
+                return []
+            raise SocketError("no beanstalkd server is available")    # nothing was sent
         try:
             error = self._put_rounds(plan, lanes)
         except BaseException:
@@ -327,8 +332,16 @@ class Pool:
                     continue
                 unit = inflight.pop(0)
                 entries = []
+                draining = False
                 try:
-                    lane.conn._proto.read_many(unit.n, entries, kind, None)
+                    read_many = lane.conn._proto.read_many
+                    done = 0
+                    while done < unit.n:
+                        done += read_many(unit.n - done, entries, kind, None)
+                        last = entries[-1]
+                        if last.__class__ is tuple and last[0] == b"DRAINING":
+                            draining = True
+                            break
                 except _BROKEN as err:
                     err = _socket_error(err)
                     plan.replied(unit, lane.server.name, entries)
@@ -337,7 +350,19 @@ class Pool:
                     continue
                 if plan.replied(unit, lane.server.name, entries):
                     lane.open = False       # it refused: no more windows for it in this batch
-            if not fresh and not any(lane.inflight for lane in lanes):
+                    self._policy.refused(lane.server)
+                if draining:
+                    # A draining server refuses every later put, and beanstalkd 1.12 may leave
+                    # some of those refusals unsent: drop the stream, send the rest elsewhere.
+                    plan.refused_rest(unit, done)
+                    for other in inflight:
+                        plan.unsent(other)
+                    del inflight[:]
+                    if lane.server.conns.producer is lane.conn:
+                        lane.server.conns.producer = None
+                    lane.conn.close()
+            if not fresh and not any(lane.inflight for lane in lanes) and (
+                    error is not None or not plan.again or not any(lane.open for lane in lanes)):
                 return error
 
     def _broken(self, plan, lane, err):
@@ -555,7 +580,7 @@ class Pool:
             for server, conn, k in sent:
                 entries = []
                 try:
-                    conn._proto.read_many(k, entries, kind, b"RESERVED")
+                    _read_all(conn._proto, k, entries, kind, b"RESERVED")
                 except _BROKEN as err:
                     # its jobs were reserved by a connection now closed: the server gives them back
                     self._lost(server, "consumer", conn, _socket_error(err))
@@ -702,7 +727,7 @@ class Pool:
                 server, conn, positions, windows, done = entry
                 replies = []
                 try:
-                    conn._proto.read_many(n, replies, kind, ok)
+                    _read_all(conn._proto, n, replies, kind, ok)
                 except _BROKEN as err:
                     entry[4] += len(replies)
                     self._fail_group(entry, _socket_error(err), outcomes, replies, done)
@@ -829,3 +854,10 @@ def _readable(conn):
         return bool(select.select([proto.sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
+
+
+def _read_all(proto, n, results, kind, status):
+    """Read ``n`` replies (read_many stops after a reply of another kind: go on)."""
+    done = 0
+    while done < n:
+        done += proto.read_many(n - done, results, kind, status)

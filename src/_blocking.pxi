@@ -219,4 +219,14 @@ cdef class Protocol:
         return bad
 
     def read_many(self, Py_ssize_t n, list results, int kind, status=None):
-        return self._read_many(n, results, kind, status)
+        cdef ReplyReader r = self._reader
+        cdef Py_ssize_t done = 0
+        while done < n:
+            done += r._take(kind, n - done, results, status)
+            if done >= n:
+                break
+            if r._parse():
+                results.append(r._reply())
+                return done + 1
+            self._fill()
+        return done
