@@ -414,6 +414,7 @@ def test_kill9_during_put_many_then_restart(make_pool, servers):
     """kill -9 of one server in the middle of a put_many of 100,000 jobs: every JobRef handed
     out exists on its server after a restart from the binlog, and no job is there twice."""
     pool = make_pool(retry_after=0.0)
+    pool._policy._put_next = 0      # the victim gets windows before it dies
     victim = servers[1]
     total = 100000
 
@@ -442,3 +443,27 @@ def test_kill9_during_put_many_then_restart(make_pool, servers):
     # the restarted server is taken back
     assert addr(victim) in {pool.put("after").server for _ in range(6)}
     assert pool.servers_status()[addr(victim)]["up"]
+
+
+def test_kill9_during_put_many_at_least_once(make_pool, servers):
+    """With at_least_once=True the puts in flight to the killed server go elsewhere: every item
+    gets a JobRef that exists; a job may exist twice (at most the ones that were in flight)."""
+    pool = make_pool(retry_after=0.0, at_least_once=True)
+    pool._policy._put_next = 0
+    victim = servers[0]
+    total = 30000
+
+    def items():
+        for i in range(total):
+            if i == 12000:
+                victim.stop(kill=True)
+            yield b"job-%06d" % i
+
+    refs = pool.put_many(items())
+    assert len(refs) == total and all(isinstance(r, JobRef) for r in refs)
+    victim.start()
+    on_server = {addr(s): drain(s) for s in servers}
+    for i, ref in enumerate(refs):
+        assert on_server[ref.server][ref.jid] == b"job-%06d" % i
+    bodies = collections.Counter(b for jobs in on_server.values() for b in jobs.values())
+    assert len(bodies) == total and max(bodies.values()) <= 2
