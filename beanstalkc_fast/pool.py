@@ -28,6 +28,7 @@ _give_way = getattr(os, "sched_yield", lambda: None)
 _RESERVE0 = b"reserve-with-timeout 0\r\n"
 _GRACE = 1.0        # seconds a server may answer a timed reserve late before it counts as hung
 _BROKEN = (OSError, SocketError, ProtocolError)
+_MIN_PROBE_WAIT = 0.25  # a blocking reserve probes servers that are down at most this often (retry_after=0)
 
 
 def _socket_error(err):
@@ -468,9 +469,11 @@ class Pool:
     def _wait(self, deadline):
         """Block until a server has a job for us: a reserve on every server's waiter
         connection, multiplexed with selectors. Return the first server that had one, or None
-        at the deadline. A waiter never keeps a job: the one that got a job, and every waiter
-        still waiting, is closed, which beanstalkd answers by giving their jobs back at once,
-        with their own priority (there is no other way to call off a pending reserve)."""
+        at the deadline. A waiter never keeps a job: the one that got a job releases it at once
+        with its own priority (the consumer connection then reserves it: the jobs handed out are
+        all the consumer's), and the waiters still waiting are closed, which makes beanstalkd
+        give back at once, with their own priority, any job it hands them meanwhile (there is
+        no other way to call off a pending reserve)."""
         policy = self._policy
         selector = selectors.DefaultSelector()
         armed = {}      # socket: server
@@ -501,6 +504,8 @@ class Pool:
                         return None
                     raise SocketError("no beanstalkd server is available")
                 wait = policy.next_probe()      # wake up to take back a server that returns
+                if wait is not None:
+                    wait = max(wait, _MIN_PROBE_WAIT)
                 if deadline is not None:
                     left = max(deadline + _GRACE - time.monotonic(), 0.0)
                     wait = left if wait is None else min(wait, left)
@@ -522,10 +527,13 @@ class Pool:
                         continue
                     if reply[0] == b"TIMED_OUT":
                         continue            # the waiter is idle again: kept
-                    conn.close()            # RESERVED: the job goes back at once, for the consumer to take
-                    server.conns.waiter = None
-                    if reply[0] == b"RESERVED" and woken is None:
-                        woken = server
+                    if reply[0] == b"RESERVED":
+                        self._give_back(server, conn, reply)
+                        if woken is None:
+                            woken = server
+                    else:               # not a reply a waiter expects: never reuse it
+                        server.conns.waiter = None
+                        conn.close()
                 if woken is not None:
                     return woken
         finally:
@@ -534,6 +542,22 @@ class Pool:
                 if conn is not None:
                     conn.close()
             selector.close()
+
+    def _give_back(self, server, conn, reply):
+        """The waiter ``conn`` got a job: release it at once with its own priority, for the
+        consumer connection to take."""
+        try:
+            jid = int(reply[1][0])
+            stats = _load_yaml(self._core, conn._command("stats-job", jid), "stats-job")
+            conn.release(jid, stats["pri"], 0)
+        except (SocketError, UnexpectedResponse, CommandFailed, ValueError, IndexError, KeyError, TypeError) as err:
+            # closing the connection gives the job back too (a job that vanished meanwhile:
+            # NOT_FOUND; a reply that makes no sense: never reuse the stream)
+            if server.conns.waiter is conn:
+                server.conns.waiter = None
+            conn.close()
+            if isinstance(err, SocketError):
+                self._policy.failed(server, err)
 
     def reserve_many(self, n: int, timeout: float = 0) -> "List[Job]":
         """Reserve up to ``n`` jobs from all servers at once: wait up to ``timeout`` seconds for
@@ -612,8 +636,9 @@ class Pool:
         try:
             return server, getattr(conn, method)(jid, *args)
         except SocketError as err:
-            if getattr(server.conns, role) is conn or getattr(server.conns, "consumer") is conn:
-                self._lost(server, "consumer" if server.conns.consumer is conn else role, conn, err)
+            for which in ("consumer", "producer"):      # a Job's connection may be an old one: not counted
+                if getattr(server.conns, which) is conn:
+                    self._lost(server, which, conn, err)
             raise
 
     def delete(self, job: "AnyJob") -> None:

@@ -247,9 +247,11 @@ def test_reserve_waits_on_every_server_and_gives_back_the_others(make_pool, serv
     pool = make_pool()
     late = servers[2]
     with late.connect() as c:
-        c.put("late", delay=1)
+        c.put("late", priority=5, delay=1)
     job = pool.reserve(timeout=10)       # nothing ready: waits on all three, the delayed job wakes it
     assert job.body == "late" and job.server == addr(late)
+    stats = pool.stats_job(job)     # the waiter gave it back with its own priority; the consumer has it
+    assert stats["pri"] == 5 and stats["state"] == "reserved" and stats["releases"] == 1
     # the waits on the two other servers were called off: a job put there now is free for anyone
     with servers[0].connect() as other:
         other.put("free", priority=7)
@@ -258,6 +260,21 @@ def test_reserve_waits_on_every_server_and_gives_back_the_others(make_pool, serv
         got.delete()
     job.delete()
     assert pool.reserve(timeout=1) is None
+
+
+def test_reserve_with_a_server_down(make_pool, servers):
+    pool = make_pool()
+    servers[0].stop(kill=True)
+    with servers[1].connect() as c:
+        c.put("here")
+    job = pool.reserve(timeout=1)
+    assert job.body == "here" and job.server == addr(servers[1])
+    job.delete()
+    assert pool.reserve(timeout=1) is None and pool.reserve_many(5, timeout=1) == []
+    for s in servers[1:]:
+        s.stop(kill=True)
+    with pytest.raises(SocketError):
+        pool.reserve(timeout=1)
 
 
 def test_watch_use_apply_to_every_server(make_pool, servers, tube):
