@@ -241,7 +241,7 @@ class Pool:
                     policy.refused(server)
                     refusal = err
                     continue
-                err.server = server.name
+                setattr(err, "server", server.name)     # which server said so
                 raise
             if key is None:
                 policy.put_done(server)
@@ -810,7 +810,7 @@ class Pool:
 
     def tubes(self) -> "Any":
         """The tubes of every server (their union, in order of first sight)."""
-        names = []
+        names: "List[str]" = []
         for _, tubes in self._fan_out("tubes"):
             if not isinstance(tubes, list):
                 return tubes
