@@ -7,12 +7,23 @@
 from ._backend import BACKEND
 from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, Connection, Job
 from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
-                         InvalidType, ProtocolError, SocketError, UnexpectedResponse)
+                         InvalidType, ProtocolError, PutAmbiguous, SocketError, UnexpectedResponse)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKEND", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR",
     "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon", "SocketError",
-    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "__version__",
+    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "Pool", "JobRef", "__version__",
 ]
+
+
+def __getattr__(name):
+    # Pool and JobRef are imported on first use: the pool's imports (selectors, socket...) cost import time.
+    if name == "Pool":
+        from .pool import Pool
+        return Pool
+    if name == "JobRef":
+        from ._poolpolicy import JobRef
+        return JobRef
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

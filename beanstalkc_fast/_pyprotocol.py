@@ -789,3 +789,21 @@ class Protocol:
             if stop:
                 break
         return bad
+
+    def read_many(self, n, results, kind, status=None):
+        """Read the replies of commands already sent (by send/send_chunks): up to ``n``, but
+        no further than the first reply not of ``kind``. Appends each reply of ``kind`` as
+        take() gives it and that other reply as it is; returns the number of replies read."""
+        reader = self._reader
+        done = 0
+        while done < n:
+            done += reader.take(kind, n - done, results, status)
+            if done >= n:
+                break
+            reply = reader.gets()
+            if reply is None:
+                self._fill()
+            else:
+                results.append(reply)
+                return done + 1
+        return done

@@ -30,6 +30,11 @@ this process, on the pinned CPU with the client and the server (``--proxy-apart`
 other CPUs, as the network would; on a small VM each cross-CPU wake-up then costs more than
 the proxy's own work); its CPU is reported per job and subtracted from the in-process
 clients' CPU. Job counts shrink with the round trip so a run stays short.
+
+``--pool`` runs the pool comparison instead: ``put_many`` and ``reserve_many`` + ``delete_many``
+through one ``Connection`` to one server against a ``Pool`` of ``--pool-servers`` (default 2)
+servers, each server pinned to its own CPU and the client unpinned (one server, on an unpinned
+client, idles while the client waits for its replies; several servers overlap those waits).
 """
 import argparse
 import gc
@@ -1073,6 +1078,226 @@ def chart(results, imports, meta, path):
     return None
 
 
+# -- pool comparison ----------------------------------------------------------------
+
+POOL_ROWS = [("put_many", "put_many"), ("reserve_delete_many", "reserve_many+delete_many")]
+
+
+def _pool_measure(make, row, n, batch, body, fill, log):
+    """Time ``row`` of n jobs through the client ``make()`` gives (a Connection or a Pool)
+    after ``fill`` (untimed) put the jobs a reserve row takes; return (seconds, client CPU s)."""
+    client = make()
+    try:
+        if row == "reserve_delete_many":
+            fill(client, n)
+        bodies = [body] * batch
+        gc.collect()
+        _alarm(300)
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        if row == "put_many":
+            full, rest = divmod(n, batch)
+            for _ in range(full):
+                client.put_many(bodies)
+            if rest:
+                client.put_many(bodies[:rest])
+        else:
+            left = n
+            while left > 0:
+                jobs = client.reserve_many(min(batch, left), 0)
+                if not jobs:
+                    raise RuntimeError("reserve_many returned no job with %d left" % left)
+                for job in jobs:
+                    job.body
+                client.delete_many(jobs)
+                left -= len(jobs)
+        t1 = time.perf_counter()
+        cpu1 = time.process_time()
+        _alarm(0)
+        if row == "put_many":       # untimed: leave the servers empty
+            left = n
+            while left > 0:
+                jobs = client.reserve_many(min(4096, left), 0)
+                if not jobs:
+                    raise RuntimeError("put_many: %d jobs missing" % left)
+                client.delete_many(jobs)
+                left -= len(jobs)
+    finally:
+        client.close()
+    return t1 - t0, cpu1 - cpu0
+
+
+def pool_bench(args, log):
+    """The pool comparison: [result dict] and a description of the placement."""
+    from beanstalkc_fast.testing import BeanstalkdServer
+    nservers = args.pool_servers
+    servers = [BeanstalkdServer().start() for _ in range(nservers)]
+    restore = []
+    try:
+        placement = "unpinned"
+        if hasattr(os, "sched_setaffinity") and not args.no_pin:
+            allowed = sorted(os.sched_getaffinity(0))
+            for i, server in enumerate(servers):
+                cpu = allowed[i % len(allowed)]
+                restore.append((server.process.pid, os.sched_getaffinity(server.process.pid)))
+                os.sched_setaffinity(server.process.pid, {cpu})
+            placement = "server %s, client unpinned" % ", ".join(
+                "%d on CPU %d" % (i + 1, allowed[i % len(allowed)]) for i in range(nservers))
+        log("pool comparison: %d servers (%s)" % (nservers, placement))
+        core = _backend._load_compiled() or _pyprotocol
+        saved = beanstalkc_fast.Connection._core
+        beanstalkc_fast.Connection._core = core
+        body = b"x" * args.body_size
+        addrs = ["%s:%d" % (s.host, s.port) for s in servers]
+
+        def one():
+            return beanstalkc_fast.Connection(servers[0].host, servers[0].port, encoding=None)
+
+        def pool():
+            return beanstalkc_fast.Pool(addrs, encoding=None)
+
+        def one_of_pool():
+            return beanstalkc_fast.Pool(addrs[:1], encoding=None)
+
+        def fill(client, n):
+            left = n
+            while left > 0:
+                client.put_many([body] * min(4096, left))
+                left -= 4096
+
+        clients = [("one server (Connection)", one), ("Pool of 1", one_of_pool), ("Pool of %d" % nservers, pool)]
+        results = []
+        n = args.batch_ops
+        try:
+            for row, label in POOL_ROWS:
+                samples = {name: [] for name, _ in clients}
+                for rep in range(1, args.repeat + 1):
+                    for name, make in clients:
+                        log("[pool %s, n=%d] rep %d/%d  %s" % (label, n, rep, args.repeat, name))
+                        samples[name].append(_pool_measure(make, row, n, args.batch, body, fill, log))
+                base = None
+                for name, _ in clients:
+                    wall = statistics.median(r[0] for r in samples[name])
+                    cpu = statistics.median(r[1] for r in samples[name])
+                    entry = {"row": "pool_" + row, "label": label, "client": name, "n": n, "backend": _backend_name(core),
+                             "ops_per_s": n / wall, "us_per_op": wall / n * 1e6, "cpu_us_per_op": cpu / n * 1e6,
+                             "samples_s": [r[0] for r in samples[name]], "cpu_samples_s": [r[1] for r in samples[name]]}
+                    if base is None:
+                        base = entry
+                    entry["vs_one"] = entry["ops_per_s"] / base["ops_per_s"]
+                    entry["cpu_vs_one"] = entry["cpu_us_per_op"] / base["cpu_us_per_op"]
+                    results.append(entry)
+        finally:
+            beanstalkc_fast.Connection._core = saved
+        return results, placement
+    finally:
+        for server in servers:
+            server.stop()
+        for pid, cpus in restore:
+            try:
+                os.sched_setaffinity(pid, cpus)
+            except OSError:
+                pass
+
+
+def _backend_name(core):
+    return "python" if core is _pyprotocol else "cython"
+
+
+def pool_markdown(results, meta):
+    lines = ["Pool benchmark: %s" % meta["summary"], ""] + (
+        ["Command: `%s`" % meta["command"], ""] if meta.get("command") else []) + [
+        "| row | client | jobs/s | us/job | client CPU us/job | vs one server | client CPU vs one server |",
+        "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append("| %s | %s | %s | %.2f | %.2f | %.2fx | %.2fx |" % (
+            r["label"], r["client"], "{:,.0f}".format(r["ops_per_s"]), r["us_per_op"], r["cpu_us_per_op"],
+            r["vs_one"], r["cpu_vs_one"]))
+    lines += ["", "reserve_many+delete_many counts one job per reserve and delete. Client CPU is this process's",
+              "user+system time. Each server is pinned to its own CPU; the client is not pinned.", ""]
+    return "\n".join(lines)
+
+
+def pool_chart(results, meta, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart"
+    labels = [label for _, label in POOL_ROWS]
+    names = []
+    for r in results:
+        if r["client"] not in names:
+            names.append(r["client"])
+    colors = ["#878787", "#a6dba0", "#1b7837", "#00441b"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    height = 0.8 / len(names)
+    for j, name in enumerate(names):
+        vals = [next((r["ops_per_s"] for r in results if r["client"] == name and r["label"] == label), 0)
+                for label in labels]
+        bars = ax.barh([k + j * height for k in range(len(labels))], vals, height=height, label=name,
+                       color=colors[j % len(colors)])
+        for bar, r in zip(bars, [next((r for r in results if r["client"] == name and r["label"] == label), None)
+                                 for label in labels]):
+            if r is not None:
+                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                        " {:,.0f}/s ({:.2f}x)".format(r["ops_per_s"], r["vs_one"]), va="center", fontsize=8)
+    ax.set_yticks([k + height * (len(names) - 1) / 2 for k in range(len(labels))])
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(r["ops_per_s"] for r in results) * 1.35)
+    ax.set_xlabel("jobs/s (higher is better)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Pool: " + meta["summary"], fontsize=9)
+    fig.tight_layout()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def pool_main(args, argv, log):
+    global _watchdog
+    old_handler = None
+    if hasattr(signal, "SIGALRM"):
+        try:
+            old_handler = signal.signal(signal.SIGALRM, _on_alarm)
+            _watchdog = True
+        except ValueError:
+            _watchdog = False
+    t0 = time.monotonic()
+    try:
+        results, placement = pool_bench(args, log)
+    finally:
+        _alarm(0)
+        if _watchdog:
+            signal.signal(signal.SIGALRM, old_handler)
+            _watchdog = False
+    meta = {"summary": "Python %s, %s core, %s, median of %d, body %d B, batch %d" % (
+                sys.version.split()[0], results[0]["backend"], placement, args.repeat, args.body_size, args.batch),
+            "placement": placement, "repeat": args.repeat, "batch": args.batch, "batch_ops": args.batch_ops,
+            "body_size": args.body_size, "servers": args.pool_servers, "elapsed_s": time.monotonic() - t0,
+            "command": "python -m beanstalkc_fast.bench " + " ".join(
+                shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))}
+    table = pool_markdown(results, meta)
+    sys.stdout.write(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=2)
+            f.write("\n")
+    if args.chart:
+        path = args.chart if args.chart_given else os.path.join("benchmarks", "pool.png")
+        problem = pool_chart(results, meta, path)
+        log(problem or "chart written to %s" % path)
+    log("done in %.1f s" % meta["elapsed_s"])
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------
 
 def _parser():
@@ -1109,6 +1334,10 @@ def _parser():
                    help="chart PNG path (default benchmarks/results.png; '' for none)")
     p.add_argument("--json", help="write the results as JSON to this path")
     p.add_argument("--markdown", help="write the table as markdown to this path")
+    p.add_argument("--pool", action="store_true",
+                   help="run the pool comparison instead: one server against a Pool of --pool-servers, each "
+                        "server on its own CPU, the client unpinned (chart: benchmarks/pool.png)")
+    p.add_argument("--pool-servers", type=int, default=2, help="servers in the pool comparison (default 2)")
     return p
 
 
@@ -1261,6 +1490,11 @@ def main(argv=None, prog=None):
         parser.error("unknown client or row: %s" % ", ".join(sorted(unknown)))
     if min(args.ops, args.batch_ops, args.batch, args.repeat, args.body_size) < 1:
         parser.error("--ops, --batch-ops, --batch, --repeat and --body-size must be positive")
+    if args.pool:
+        if args.pool_servers < 1:
+            parser.error("--pool-servers must be positive")
+        args.chart_given = "--chart" in (sys.argv[1:] if argv is None else argv)
+        return pool_main(args, argv, log)
 
     global _watchdog
     old_handler = None

@@ -5,7 +5,7 @@ and the pure-Python backends raise the very same classes.
 """
 __all__ = [
     "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon",
-    "SocketError", "ProtocolError", "InvalidArgument", "InvalidType", "BatchError",
+    "SocketError", "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous",
 ]
 
 
@@ -90,3 +90,19 @@ class BatchError(BeanstalkcException):
         first = self.errors[0] if self.errors else None
         super().__init__("%d of %d items failed; first at index %s: %r" % (
             len(self.errors), len(results), first and first[0], first and first[1]))
+
+
+class PutAmbiguous(SocketError):
+    """A put was written to a pool's server but its reply was lost: the job may or may not
+    have been inserted there. ``server`` names the server; ``args == (server, error)``.
+
+    A pool with ``at_least_once=True`` sends such a put again elsewhere instead (a job may
+    then exist twice).
+    """
+
+    def __init__(self, server, error=None):
+        super().__init__(server, error)
+        self.server = server
+
+    def __str__(self):
+        return "put to server %s may have been inserted: its reply was lost (%s)" % (self.server, self.args[1])

@@ -227,3 +227,16 @@ cdef class Protocol:
             if stop:
                 break
         return bad
+
+    def read_many(self, Py_ssize_t n, list results, int kind, status=None):
+        cdef ReplyReader r = self._reader
+        cdef Py_ssize_t done = 0
+        while done < n:
+            done += r._take(kind, n - done, results, status)
+            if done >= n:
+                break
+            if r._parse():
+                results.append(r._reply())
+                return done + 1
+            self._fill()
+        return done

@@ -102,8 +102,8 @@ PUBLIC = ["BIG_BODY", "CORE_API", "KIND_BODY", "KIND_INSERTED", "KIND_JOB", "KIN
           "WINDOW_ITEMS", "check_body", "check_jid", "check_tube", "check_uint32", "encode_job", "encode_put",
           "job_windows", "parse_yaml", "put_chunks", "put_command", "put_windows"]
 METHODS = {"ReplyReader": ["buffer_updated", "clear", "feed", "get_buffer", "gets", "take"],
-           "Protocol": ["buffered_reply", "call", "jobs_many", "put_many", "read_job", "read_put", "read_reply",
-                        "read_status", "reserve", "reserve_many", "send", "send_chunks", "write"]}
+           "Protocol": ["buffered_reply", "call", "jobs_many", "put_many", "read_job", "read_many", "read_put",
+                        "read_reply", "read_status", "reserve", "reserve_many", "send", "send_chunks", "write"]}
 
 
 def test_pure_public_names():

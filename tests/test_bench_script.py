@@ -99,3 +99,16 @@ def test_the_c_source_ships_in_the_package():
                                                                                                "_refclient.c"))
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")) as f:
         assert '"_refclient.c"' in f.read()
+
+
+def test_pool_comparison_runs(tmp_path):
+    out = tmp_path / "pool.json"
+    code = bench.main(["--pool", "--batch-ops", "600", "--batch", "64", "--repeat", "1", "--chart", "",
+                       "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    got = {(r["row"], r["client"]) for r in data["results"]}
+    for row in ("pool_put_many", "pool_reserve_delete_many"):
+        for client in ("one server (Connection)", "Pool of 1", "Pool of 2"):
+            assert (row, client) in got
+    assert all(r["vs_one"] > 0 and r["cpu_us_per_op"] >= 0 for r in data["results"])

@@ -1,0 +1,486 @@
+"""Pool: three real beanstalkd servers, each with its binlog; both cores.
+
+Servers are started here (``beanstalkd_binary``) and stopped by their own handle (its PID).
+"""
+import collections
+import logging
+import os
+import signal
+import socket
+import threading
+
+import pytest
+
+import beanstalkc_fast
+from beanstalkc_fast import BatchError, CommandFailed, InvalidArgument, InvalidType, JobRef, Pool, PutAmbiguous, \
+    SocketError
+from beanstalkc_fast._poolpolicy import merge_stats, parse_servers
+from beanstalkc_fast.testing import BeanstalkdServer
+
+
+@pytest.fixture
+def servers(beanstalkd_binary, tmp_path):
+    started = []
+    for i in range(3):
+        binlog = tmp_path / ("binlog%d" % i)
+        binlog.mkdir()
+        started.append(BeanstalkdServer(binary=beanstalkd_binary, args=["-b", str(binlog)]).start())
+    yield started
+    for server in started:
+        server.stop(kill=True)
+
+
+def addr(server):
+    return "%s:%d" % (server.host, server.port)
+
+
+@pytest.fixture
+def make_pool(impl, servers, monkeypatch):
+    """Pools over the three servers, using the core under test; closed at teardown."""
+    monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
+    pools = []
+
+    def make(which=None, **kw):
+        pool = Pool(which if which is not None else [addr(s) for s in servers], **kw)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (for retry_after)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def drain(server, tube="default"):
+    """{jid: body} of every job on ``server`` (reserved and deleted through a plain connection)."""
+    jobs = {}
+    with beanstalkc_fast.Connection(server.host, server.port, encoding=None) as c:
+        c.watch(tube)
+        while True:
+            got = c.reserve_many(512, 0)
+            if not got:
+                return jobs
+            for job in got:
+                jobs[job.jid] = job.body
+            c.delete_many(got)
+
+
+# -- policy, no server --
+
+def test_jobref_str_and_parse():
+    ref = JobRef("a:11300", 12)
+    assert (ref.server, ref.jid) == ("a:11300", 12)
+    assert str(ref) == "a:11300/12"
+    assert JobRef.parse("a:11300/12") == ref
+    assert JobRef.parse("/run/b.sock/7") == JobRef("/run/b.sock", 7)     # a name may hold '/'
+    assert repr(ref) == "JobRef('a:11300', 12)"
+    for bad in ("a:1", "a/", "/3", "a/-1", "a/x"):
+        with pytest.raises(InvalidArgument):
+            JobRef.parse(bad)
+    with pytest.raises(InvalidType):
+        JobRef.parse(12)
+
+
+def test_parse_servers_names_and_forms():
+    assert parse_servers(["h:1", ("::1", 2), "/tmp/s.sock", {"main": "h:3"}, "h"]) == [
+        ("h:1", ("h", 1)), ("[::1]:2", ("::1", 2)), ("/tmp/s.sock", "/tmp/s.sock"), ("main", ("h", 3)),
+        ("h", ("h", 11300))]
+    assert parse_servers({"a": "h:1", "b": ("h", 2)}) == [("a", ("h", 1)), ("b", ("h", 2))]
+    with pytest.raises(InvalidArgument):
+        parse_servers(["h:1", "h:1"])
+    with pytest.raises(InvalidArgument):
+        parse_servers([])
+    with pytest.raises(InvalidType):
+        parse_servers("h:1")
+
+
+def test_merge_stats():
+    merged = merge_stats([{"current-jobs-ready": 2, "pid": 5, "version": "1.12", "draining": False},
+                          {"current-jobs-ready": 3, "pid": 6, "version": "1.12", "draining": True}])
+    assert merged == {"current-jobs-ready": 5, "pid": [5, 6], "version": ["1.12", "1.12"], "draining": [False, True]}
+
+
+# -- routing --
+
+def test_put_round_robin_and_key_pinning(make_pool, servers):
+    pool = make_pool()
+    refs = [pool.put("job %d" % i) for i in range(30)]
+    assert collections.Counter(r.server for r in refs) == {addr(s): 10 for s in servers}
+    assert [r.server for r in refs[:3]] * 10 == [r.server for r in refs]   # every server in turn
+    for ref in refs[:6]:
+        assert pool.peek(ref).body == "job %d" % refs.index(ref)
+        assert pool.peek(str(ref)).server == ref.server
+    keyed = [pool.put("k", key="customer-42") for _ in range(5)]
+    assert len({r.server for r in keyed}) == 1
+    spread = {pool.put("k", key="customer-%d" % i).server for i in range(30)}
+    assert len(spread) == 3
+    # the key's server stops: its jobs go to the next server of the key's own order, always the same
+    pinned = next(s for s in servers if addr(s) == keyed[0].server)
+    pinned.stop(kill=True)
+    moved = [pool.put("k", key="customer-42").server for _ in range(3)]
+    assert len(set(moved)) == 1 and moved[0] != keyed[0].server
+
+
+def test_named_servers(make_pool, servers):
+    pool = make_pool([{"alpha": addr(servers[0])}, {"beta": (servers[1].host, servers[1].port)}])
+    assert pool.servers == ["alpha", "beta"]
+    refs = [pool.put(b"x") for _ in range(4)]
+    assert {r.server for r in refs} == {"alpha", "beta"}
+    assert "alpha" in repr(pool) and "2 servers" in repr(pool)
+
+
+def test_bare_int_is_refused(make_pool):
+    pool = make_pool()
+    ref = pool.put("x")
+    for method in (pool.delete, pool.peek, pool.stats_job, pool.kick_job, pool.touch):
+        with pytest.raises(InvalidType, match="ambiguous"):
+            method(ref.jid)
+    with pytest.raises(InvalidType, match="item 1"):
+        pool.delete_many([ref, ref.jid])
+    pool.delete(ref)
+    assert pool.peek(ref) is None
+
+
+def test_put_many_spreads_windows_and_keeps_order(make_pool, servers):
+    pool = make_pool()
+    bodies = ["body %d" % i for i in range(5000)]
+    refs = pool.put_many(bodies)
+    assert len(refs) == 5000 and all(isinstance(r, JobRef) for r in refs)
+    counts = collections.Counter(r.server for r in refs)
+    assert set(counts) == {addr(s) for s in servers}
+    assert max(counts.values()) - min(counts.values()) <= 1024
+    on_server = {addr(s): drain(s) for s in servers}
+    assert [on_server[r.server][r.jid] for r in refs] == [b.encode() for b in bodies]
+    # a small batch is shared out too
+    refs = pool.put_many([b"a"] * 6)
+    assert len({r.server for r in refs}) == 3
+
+
+def test_put_many_iterator_bad_item_reports_windows_sent(make_pool):
+    pool = make_pool()
+
+    def items():
+        for i in range(3000):
+            yield b"ok"
+        yield 42
+
+    with pytest.raises(InvalidType) as info:
+        pool.put_many(items())
+    results = info.value.results     # the windows before the bad item's (which is not sent)
+    assert len(results) == 2048 and all(isinstance(r, JobRef) for r in results)
+    assert pool.stats()["current-jobs-ready"] == 2048
+    with pytest.raises(InvalidType):       # a list is checked whole: nothing sent
+        pool.put_many([b"ok", b"ok", 42])
+    assert pool.stats()["current-jobs-ready"] == 2048
+
+
+def test_put_many_job_too_big_is_not_retried(impl, beanstalkd_binary, monkeypatch):
+    monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
+    small = [BeanstalkdServer(binary=beanstalkd_binary, args=["-z", "100"]).start() for _ in range(2)]
+    try:
+        with Pool([addr(s) for s in small]) as pool:
+            with pytest.raises(BatchError) as info:
+                pool.put_many([b"a", b"b" * 200, b"c", b"d"])
+            results = info.value.results
+            assert isinstance(results[1], CommandFailed) and results[1].args == ("put", "JOB_TOO_BIG", [])
+            assert all(isinstance(r, JobRef) for i, r in enumerate(results) if i != 1)
+            assert pool.stats()["current-jobs-ready"] == 3
+            with pytest.raises(CommandFailed, match="JOB_TOO_BIG"):
+                pool.put(b"b" * 200)
+    finally:
+        for s in small:
+            s.stop()
+
+
+def test_draining_server_is_skipped(make_pool, servers):
+    pool = make_pool()
+    drained = servers[1]
+    os.kill(drained.process.pid, signal.SIGUSR1)      # beanstalkd enters drain mode
+    with beanstalkc_fast.Connection(drained.host, drained.port) as c:
+        assert c.stats()["draining"] is True
+    refs = [pool.put("x") for _ in range(6)] + pool.put_many([b"y"] * 3000)
+    assert addr(drained) not in {r.server for r in refs}
+    assert len({r.server for r in refs}) == 2
+    assert pool.stats_by_server()[addr(drained)]["current-jobs-ready"] == 0
+    assert pool.stats()["current-jobs-ready"] == 3006
+    # every server draining: the put fails with the server's word
+    for s in servers:
+        os.kill(s.process.pid, signal.SIGUSR1)
+    with pytest.raises(CommandFailed, match="DRAINING"):
+        pool.put("x")
+    with pytest.raises(BatchError) as info:
+        pool.put_many([b"z"] * 10)
+    assert all(isinstance(r, CommandFailed) and r.args[1] == "DRAINING" for r in info.value.results)
+
+
+# -- reserves --
+
+def test_reserve_fairness(make_pool, servers):
+    for s in servers:
+        with s.connect() as c:
+            c.put_many([b"from %d" % s.port] * 10)
+    pool = make_pool()
+    jobs = [pool.reserve(timeout=0) for _ in range(12)]
+    order = [j.server for j in jobs]
+    for i in range(0, 12, 3):
+        assert sorted(order[i:i + 3]) == sorted(addr(s) for s in servers)     # every server in turn
+    for job in jobs:
+        assert job.body == "from %s" % job.server.rsplit(":", 1)[1]
+        job.delete()
+    rest = pool.reserve_many(100)
+    assert len(rest) == 18 and collections.Counter(j.server for j in rest) == {addr(s): 6 for s in servers}
+    pool.delete_many(rest)
+    assert pool.reserve_many(10) == [] and pool.reserve(timeout=0) is None
+    assert pool.stats()["current-jobs-ready"] == 0
+
+
+def test_reserve_waits_on_every_server_and_gives_back_the_others(make_pool, servers):
+    pool = make_pool()
+    late = servers[2]
+    with late.connect() as c:
+        c.put("late", priority=5, delay=1)
+    job = pool.reserve(timeout=10)       # nothing ready: waits on all three, the delayed job wakes it
+    assert job.body == "late" and job.server == addr(late)
+    stats = pool.stats_job(job)     # the waiter gave it back with its own priority; the consumer has it
+    assert stats["pri"] == 5 and stats["state"] == "reserved" and stats["releases"] == 1
+    # the waits on the two other servers were called off: a job put there now is free for anyone
+    with servers[0].connect() as other:
+        other.put("free", priority=7)
+        got = other.reserve(timeout=5)
+        assert got.body == "free" and got.stats()["pri"] == 7 and got.stats()["reserves"] == 1
+        got.delete()
+    job.delete()
+    assert pool.reserve(timeout=1) is None
+
+
+def test_reserve_with_a_server_down(make_pool, servers):
+    pool = make_pool()
+    servers[0].stop(kill=True)
+    with servers[1].connect() as c:
+        c.put("here")
+    job = pool.reserve(timeout=1)
+    assert job.body == "here" and job.server == addr(servers[1])
+    job.delete()
+    assert pool.reserve(timeout=1) is None and pool.reserve_many(5, timeout=1) == []
+    for s in servers[1:]:
+        s.stop(kill=True)
+    with pytest.raises(SocketError):
+        pool.reserve(timeout=1)
+
+
+def test_watch_use_apply_to_every_server(make_pool, servers, tube):
+    pool = make_pool()
+    assert pool.use(tube) == tube and pool.using() == tube
+    assert pool.watch(tube) == 2 and pool.ignore("default") == 1 and pool.ignore(tube) == 1
+    assert pool.watching() == [tube]
+    refs = pool.put_many([b"t"] * 9)
+    jobs = pool.reserve_many(9)
+    assert len(jobs) == 9 and {j.server for j in jobs} == {r.server for r in refs}
+    assert set(pool.tubes()) >= {"default", tube}
+    assert pool.stats_tube(tube)["current-jobs-reserved"] == 9
+    assert pool.stats_tube(tube)["name"] == tube
+    for job in jobs[:3]:
+        pool.bury(job)
+    pool.release_many(jobs[3:6])
+    pool.touch_many(jobs[6:])
+    pool.delete_many(jobs[6:])
+    assert pool.kick(2) == 2
+    assert pool.stats_tube(tube)["current-jobs-buried"] == 1
+    assert pool.kick(10) == 1
+    assert pool.stats_tube(tube)["current-jobs-ready"] == 6
+
+
+# -- failures --
+
+def test_servers_down_at_start_ejection_and_return(make_pool, servers, caplog, beanstalkd_binary):
+    down = BeanstalkdServer(binary=beanstalkd_binary)        # a free port, not started yet
+    clock = Clock()
+    pool = make_pool([addr(s) for s in servers] + [addr(down)], failure_limit=2, retry_after=5.0)
+    pool._policy.clock = clock
+    status = pool.servers_status()[addr(down)]
+    assert status["up"] and status["failures"] == 1
+    with caplog.at_level(logging.INFO, logger="beanstalkc_fast"):
+        refs = [pool.put("x") for _ in range(8)]
+        assert addr(down) not in {r.server for r in refs}
+        status = pool.servers_status()[addr(down)]
+        assert not status["up"] and status["retry_in"] == 5.0
+        assert "ejected" in caplog.text
+        down.start()
+        try:
+            refs = [pool.put("x") for _ in range(6)]
+            assert addr(down) not in {r.server for r in refs}      # not probed before retry_after
+            clock.now += 5.0
+            refs = [pool.put("x") for _ in range(8)]
+            assert addr(down) in {r.server for r in refs}
+            assert pool.servers_status()[addr(down)] == {"up": True, "address": (down.host, down.port),
+                                                          "failures": 0, "retry_in": None, "error": None}
+            assert "is back" in caplog.text
+        finally:
+            down.stop()
+    # down again: the wait before each probe doubles, up to 60 s
+    for _ in range(8):
+        pool.put("x")
+    assert pool.servers_status()[addr(down)]["retry_in"] == 5.0
+    for expected in (10.0, 20.0, 40.0, 60.0, 60.0):
+        clock.now += 60
+        for _ in range(4):      # one of them probes it
+            pool.put("x")
+        assert pool.servers_status()[addr(down)]["retry_in"] == expected
+
+
+def test_jobs_from_a_dead_server_raise(make_pool, servers):
+    pool = make_pool()
+    for s in servers:
+        with s.connect() as c:
+            c.put("j")
+    jobs = [pool.reserve(timeout=0) for _ in range(3)]
+    dead = next(s for s in servers if addr(s) == jobs[0].server)
+    dead.stop(kill=True)
+    with pytest.raises(SocketError):
+        jobs[0].delete()
+    with pytest.raises(SocketError):
+        pool.delete(jobs[0])
+    with pytest.raises(SocketError):
+        pool.delete(JobRef(jobs[0].server, jobs[0].jid))
+    with pytest.raises(BatchError) as info:
+        pool.delete_many(jobs)
+    assert isinstance(info.value.results[0], SocketError) and info.value.results[1:] == [None, None]
+    # the pool goes on with the others
+    assert {pool.put("after").server for _ in range(4)} == {addr(s) for s in servers if s is not dead}
+    dead.start()
+    with pytest.raises(SocketError):    # the restarted server has the job, but not for the dead connection
+        jobs[0].delete()
+
+
+def test_empty_pool_all_down(impl, monkeypatch):
+    monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
+    with Pool(["127.0.0.1:1"]) as pool:
+        with pytest.raises(SocketError):
+            pool.put("x")
+        with pytest.raises(SocketError):
+            pool.put_many([b"x"])
+        with pytest.raises(SocketError):
+            pool.reserve(timeout=1)
+        with pytest.raises(InvalidType):        # arguments are checked before any server is tried
+            pool.put(3)
+        assert pool.put_many([]) == []
+
+
+class SwallowingServer:
+    """A scripted server that reads a put and hangs up without a reply: what a real server
+    does only when it dies at the wrong moment."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"put " not in data:      # anything else goes unanswered
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+
+    def close(self):
+        self.listener.close()
+
+
+def test_put_whose_reply_is_lost(make_pool, servers):
+    fake = SwallowingServer()
+    try:
+        real = addr(servers[0])
+        pool = make_pool([{"fake": "127.0.0.1:%d" % fake.port}, real])
+        pool._policy._put_next = 0
+        with pytest.raises(PutAmbiguous) as info:
+            pool.put("maybe")
+        assert info.value.server == "fake" and isinstance(info.value, SocketError)
+        assert "fake" in str(info.value)
+        pool = make_pool([{"fake": "127.0.0.1:%d" % fake.port}, real], at_least_once=True)
+        pool._policy._put_next = 0
+        assert pool.put("again").server == real
+        pool._policy._put_next = 0
+        refs = pool.put_many([b"m%d" % i for i in range(10)])
+        assert {r.server for r in refs} == {real}
+        with servers[0].connect() as c:
+            assert c.stats()["current-jobs-ready"] == 11
+    finally:
+        fake.close()
+
+
+def test_kill9_during_put_many_then_restart(make_pool, servers):
+    """kill -9 of one server in the middle of a put_many of 100,000 jobs: every JobRef handed
+    out exists on its server after a restart from the binlog, and no job is there twice."""
+    pool = make_pool(retry_after=0.0)
+    pool._policy._put_next = 0      # the victim gets windows before it dies
+    victim = servers[1]
+    total = 100000
+
+    def items():
+        for i in range(total):
+            if i == 40000:
+                victim.stop(kill=True)      # SIGKILL, with windows in flight
+            yield b"job-%06d" % i
+
+    with pytest.raises(BatchError) as info:
+        pool.put_many(items())
+    results = info.value.results
+    assert len(results) == total
+    acked = {i: r for i, r in enumerate(results) if isinstance(r, JobRef)}
+    ambiguous = {i for i, r in enumerate(results) if isinstance(r, PutAmbiguous)}
+    assert len(acked) + len(ambiguous) == total
+    assert ambiguous and all(results[i].server == addr(victim) for i in ambiguous)
+    assert any(r.server == addr(victim) for r in acked.values())
+    victim.start()      # the same port, the same binlog
+    on_server = {addr(s): drain(s) for s in servers}
+    for i, ref in acked.items():
+        assert on_server[ref.server][ref.jid] == b"job-%06d" % i      # 0 acknowledged jobs lost
+    bodies = collections.Counter(b for jobs in on_server.values() for b in jobs.values())
+    assert max(bodies.values()) == 1                                    # 0 duplicates
+    assert len(bodies) - len(acked) <= len(ambiguous)
+    # the restarted server is taken back
+    assert addr(victim) in {pool.put("after").server for _ in range(6)}
+    assert pool.servers_status()[addr(victim)]["up"]
+
+
+def test_kill9_during_put_many_at_least_once(make_pool, servers):
+    """With at_least_once=True the puts in flight to the killed server go elsewhere: every item
+    gets a JobRef that exists; a job may exist twice (at most the ones that were in flight)."""
+    pool = make_pool(retry_after=0.0, at_least_once=True)
+    pool._policy._put_next = 0
+    victim = servers[0]
+    total = 30000
+
+    def items():
+        for i in range(total):
+            if i == 12000:
+                victim.stop(kill=True)
+            yield b"job-%06d" % i
+
+    refs = pool.put_many(items())
+    assert len(refs) == total and all(isinstance(r, JobRef) for r in refs)
+    victim.start()
+    on_server = {addr(s): drain(s) for s in servers}
+    for i, ref in enumerate(refs):
+        assert on_server[ref.server][ref.jid] == b"job-%06d" % i
+    bodies = collections.Counter(b for jobs in on_server.values() for b in jobs.values())
+    assert len(bodies) == total and max(bodies.values()) <= 2
