@@ -558,7 +558,9 @@ def test_a_protocol_error_fails_the_callers_behind_it(impl, monkeypatch):
             t = threading.Thread(target=call, args=(i,), daemon=True)
             t.start()
             threads.append(t)
+            deadline = time.monotonic() + GUARD
             while len(c._queue) < i + 1:    # each put is on the wire before the next starts
+                assert time.monotonic() < deadline
                 time.sleep(0.001)
         for t in threads:
             t.join(GUARD)

@@ -38,6 +38,14 @@ def run_threads(n, target):
     return errors
 
 
+def wait_until(condition, what):
+    """Poll ``condition`` (a state the test itself drives, not a delay) until it holds."""
+    deadline = time.monotonic() + GUARD
+    while not condition():
+        assert time.monotonic() < deadline, "never happened: " + what
+        time.sleep(0.001)
+
+
 def depth_probe(conn):
     """Record how many commands were in flight each time a caller queued behind others."""
     depths = []
@@ -171,8 +179,7 @@ def test_server_killed_with_replies_outstanding(impl, monkeypatch, beanstalkd_bi
             t.start()
         assert started.wait(GUARD)
         depths = depth_probe(c)
-        while not depths:           # at least one caller queued behind others: replies outstanding
-            started.wait(0.001)
+        wait_until(lambda: depths, "a caller queued behind others")    # replies outstanding
         server.process.send_signal(signal.SIGKILL)
         for t in threads:
             t.join(GUARD)
@@ -204,7 +211,7 @@ class Interrupt(BaseException):
 def test_a_caller_that_stops_waiting_keeps_the_stream_in_sync(make_conn, beanstalkd, tube):
     """The reply of a caller interrupted while it waits is read and dropped; the callers
     behind it get their own replies."""
-    with LatencyProxy(beanstalkd.host, beanstalkd.port, 0.05) as proxy:
+    with LatencyProxy(beanstalkd.host, beanstalkd.port, 0.5) as proxy:     # the first put is in flight
         c = Connection(proxy.host, proxy.port, socket_timeout=20)   # make_conn set the core
         try:
             c.use(tube)
@@ -235,8 +242,7 @@ def test_a_caller_that_stops_waiting_keeps_the_stream_in_sync(make_conn, beansta
 
             first = threading.Thread(target=put, args=(0,))
             first.start()
-            while not c._queue:
-                time.sleep(0.001)
+            wait_until(lambda: c._queue, "the first put in flight")
             c._allocate = Flaky
             put(1)                      # queued behind the first, then interrupted
             c._allocate = real
@@ -262,7 +268,7 @@ def test_a_caller_that_stops_waiting_keeps_the_stream_in_sync(make_conn, beansta
 
 
 def test_close_fails_every_caller_in_flight(make_conn, beanstalkd, tube):
-    with LatencyProxy(beanstalkd.host, beanstalkd.port, 0.05) as proxy:
+    with LatencyProxy(beanstalkd.host, beanstalkd.port, 0.5) as proxy:     # replies take 0.5 s
         c = Connection(proxy.host, proxy.port, socket_timeout=20)   # make_conn set the core
         c.use(tube)
         outcomes = {}
@@ -276,8 +282,8 @@ def test_close_fails_every_caller_in_flight(make_conn, beanstalkd, tube):
         threads = [threading.Thread(target=put, args=(i,), daemon=True) for i in range(8)]
         for t in threads:
             t.start()
-        while len(c._queue) < 8:
-            time.sleep(0.001)
+        wait_until(lambda: len(c._queue) == 8 or outcomes, "8 puts in flight")
+        assert not outcomes, "a reply came before every put was written: the machine is too slow"
         c.close()
         for t in threads:
             t.join(GUARD)
@@ -300,8 +306,7 @@ def test_a_blocking_reserve_holds_the_connection(make_conn, tube):
 
     t = threading.Thread(target=consumer, daemon=True)
     t.start()
-    while not c._lock.locked():
-        time.sleep(0.001)
+    wait_until(c._lock.locked, "the reserve holding the connection")
     putter = threading.Thread(target=lambda: events.append(("put", c.put(b"mine"))), daemon=True)
     putter.start()
     other = make_conn()
