@@ -6,7 +6,7 @@ otherwise the compiled ``_cprotocol`` is used when it imports and speaks the exp
 """
 import os
 
-CORE_API = 5    # the core contract this Python layer speaks; both cores define the same value
+CORE_API = 6    # the core contract this Python layer speaks; both cores define the same value
 
 
 def _load_compiled():
@@ -38,6 +38,7 @@ check_tube = impl.check_tube
 check_body = impl.check_body
 encode_put = impl.encode_put
 put_chunks = impl.put_chunks
+put_command = impl.put_command
 encode_job = impl.encode_job
 put_windows = impl.put_windows
 job_windows = impl.job_windows

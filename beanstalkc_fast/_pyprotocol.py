@@ -21,7 +21,7 @@ from operator import attrgetter
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 5
+CORE_API = 6
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -134,6 +134,15 @@ def put_chunks(body, priority, delay, ttr):
         return [encode_put(body, priority, delay, ttr)]
     return [b"put %d %d %d %d\r\n" % (check_uint32(priority, "priority"), check_uint32(delay, "delay"),
                                        check_uint32(ttr, "ttr"), len(body)), body, _CRLF]
+
+
+def put_command(body, priority, delay, ttr, encoding):
+    """One whole ``put``, checked: its bytes, or for a body of BIG_BODY bytes or more a list of
+    buffers as put_chunks() gives (``Protocol.write`` takes either)."""
+    body = check_body(body, encoding)
+    if len(body) < BIG_BODY:
+        return encode_put(body, priority, delay, ttr)
+    return put_chunks(body, priority, delay, ttr)
 
 
 def encode_job(verb, jid):
@@ -606,6 +615,13 @@ class Protocol:
     def send(self, data):
         self._sendall(data)
 
+    def write(self, data):
+        """Send a command: bytes, or a list of buffers (as put_command() may give)."""
+        if data.__class__ is bytes:
+            self._sendall(data)
+        else:
+            self.send_chunks(data)
+
     def send_chunks(self, chunks):
         """Send a list of buffers: by scatter-gather where the socket has sendmsg()."""
         sendmsg = self._sendmsg
@@ -655,32 +671,38 @@ class Protocol:
         """Send a reserve command: ``(jid, body)`` on a well-formed RESERVED, else the reply."""
         timed = self._timed(wait)
         self._sendall(data)
+        try:
+            return self.read_job()
+        finally:
+            if timed:
+                self.sock.settimeout(self._timeout)
+
+    # The reads of one sent command's reply, typed (the writes are send() and write()):
+
+    def read_put(self):
+        """The job id (int) of an INSERTED reply, else the reply."""
         reply = self.read_reply()
-        if timed:
-            self.sock.settimeout(self._timeout)
+        if reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
+            return int(reply[1][0])
+        return reply
+
+    def read_job(self):
+        """``(jid, body)`` of a well-formed RESERVED reply, else the reply."""
+        reply = self.read_reply()
         if reply[0] == b"RESERVED" and len(reply[1]) == 2 and reply[1][0].isdigit():
             return int(reply[1][0]), reply[2]
         return reply
 
-    def job_command(self, verb, jid, ok):
-        """Send ``<verb> <jid>``: None on the bare ``ok`` status, else the reply."""
-        self._sendall(encode_job(verb, jid))
+    def read_status(self, ok):
+        """None on the bare status ``ok``, else the reply."""
         reply = self.read_reply()
         if reply[0] == ok and not reply[1]:
             return None
         return reply
 
-    def put(self, body, priority, delay, ttr, encoding):
-        """One put, checked and encoded here: the job id (int) on INSERTED, else the reply."""
-        body = check_body(body, encoding)
-        if len(body) < BIG_BODY:
-            self._sendall(encode_put(body, priority, delay, ttr))
-        else:
-            self.send_chunks(put_chunks(body, priority, delay, ttr))
-        reply = self.read_reply()
-        if reply[0] == b"INSERTED" and len(reply[1]) == 1 and reply[1][0].isdigit():
-            return int(reply[1][0])
-        return reply
+    def buffered_reply(self):
+        """The next reply if it has been received whole, else None (never waits)."""
+        return self._reader.gets() if self._reader._buf else None
 
     def _read_many(self, n, results, kind, status):
         # Read n replies: runs of the expected kind are taken at once; any other reply is

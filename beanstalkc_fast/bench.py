@@ -9,13 +9,15 @@ given) and pins itself and the server to one CPU: on small machines a cross-CPU 
 trip costs more than a client's own work and hides every difference.
 
 Rows: single put, single reserve+delete, ``stats()``, ``put_many`` and ``reserve_many``
-+ ``delete_many``. Clients: beanstalkc_fast with the compiled and the pure-Python core,
++ ``delete_many``; for the asyncio clients also 1,000 coroutines putting on one connection (long-
+lived, and as gathered tasks of one put each) and 100 coroutines reserving and deleting. Clients: beanstalkc_fast with the compiled and the pure-Python core,
 greenstalk, beanstalkc3, pystalk (single rows only: they have no batches), a minimal
 raw-socket client (the floor for single commands) and a raw pipelined client (the
 ceiling for batches: same batch size, best window of a sweep), both in Python, and the
 C reference clients (``_refclient.c``, compiled with ``cc -O2`` when a compiler is there):
 sequential (the floor under the interpreter) and pipelined with the library's windows and
-yield (the ceiling). Every (row, client) runs ``--repeat`` times, interleaved, each on a
+yield (the ceiling); and the asyncio clients: ``beanstalkc_fast.aio`` (compiled core) on the
+stock loop and on uvloop, and aiostalk (one coroutine at a time: all it supports). Every (row, client) runs ``--repeat`` times, interleaved, each on a
 fresh tube; the table reports medians, ratios, the client's CPU per job (user+system of
 this process, as ``os.times()`` but at ns resolution; the C client's own rusage) and the
 server's (its own rusage), plus import times in fresh interpreters. Every client runs in
@@ -36,6 +38,7 @@ client, idles while the client waits for its replies; several servers overlap th
 """
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import re
@@ -60,11 +63,16 @@ ROWS = [
     ("stats", "stats()", False),
     ("put_many", "put_many", True),
     ("reserve_delete_many", "reserve_many+delete_many", True),
+    # the asyncio clients only: many coroutines on one connection
+    ("put_concurrent", "put, 1,000 coroutines", True),
+    ("put_gather", "put, gather of 1,000 tasks", True),
+    ("reserve_delete_concurrent", "reserve+delete, 100 coroutines", True),
 ]
 COLORS = {
     "beanstalkc_fast[cython]": "#1b7837", "beanstalkc_fast[python]": "#a6dba0", "greenstalk": "#2166ac",
     "beanstalkc3": "#f4a582", "pystalk": "#9970ab", "raw socket": "#878787", "raw pipelined": "#252525",
     "C sequential": "#fdb863", "C pipelined": "#b35806",
+    "aio[cython]": "#35978f", "aio[cython]+uvloop": "#01665e", "aiostalk": "#dfc27d",
 }
 C_SEQ, C_PIPE = "C sequential", "C pipelined"
 REFCLIENT_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_refclient.c")
@@ -147,6 +155,194 @@ class FastClient:
                 job.body
             delete_many(jobs)
             n -= len(jobs)
+
+
+class AioClient:
+    """beanstalkc_fast.aio on its own event loop (the stock one, or uvloop); every row is run to
+    completion on it. ``put``/``reserve_delete``/``stats``: one coroutine, one await at a time;
+    ``put_concurrent``: 1,000 coroutines putting on the one connection, each in a loop;
+    ``put_gather``: ``gather()`` of 1,000 new tasks of one put each, again and again (a task per
+    put, as a web server's requests); ``reserve_delete_concurrent``:
+    100 coroutines reserving (zero timeout) and deleting until the tube is empty."""
+
+    rows = ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many", "put_concurrent", "put_gather",
+            "reserve_delete_concurrent")
+    PUTTERS = 1000
+    CONSUMERS = 100
+
+    def __init__(self, core, uvloop, host, port, tube, body, batch):
+        import asyncio
+        from beanstalkc_fast import aio
+        self.aio = aio
+        self._saved = aio.Connection._core
+        if uvloop:
+            import uvloop as uv
+            self.loop = uv.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
+        aio.Connection._core = core
+        try:
+            self.c = self.loop.run_until_complete(self._connect(host, port, tube))
+        except BaseException:
+            self.close()
+            raise
+        self.body = body
+        self.batch = batch
+        self.bodies = [body] * batch
+
+    async def _connect(self, host, port, tube):
+        c = await self.aio.connect(host, port, encoding=None)
+        await c.use(tube)
+        await c.watch(tube)
+        await c.ignore("default")
+        await c._consumer(False)    # the consumer channel is opened untimed
+        return c
+
+    def close(self):
+        try:
+            if getattr(self, "c", None) is not None:
+                self.loop.run_until_complete(self.c.close())
+        finally:
+            self.loop.close()
+            self.aio.Connection._core = self._saved
+
+    def _run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def put(self, n):
+        async def run():
+            put, body = self.c.put, self.body
+            for _ in range(n):
+                await put(body)
+        self._run(run())
+
+    def put_concurrent(self, n):
+        import asyncio
+
+        async def putter(k):
+            put, body = self.c.put, self.body
+            for _ in range(k):
+                await put(body)
+
+        async def run():
+            k, extra = divmod(n, self.PUTTERS)
+            await asyncio.gather(*[putter(k + (i < extra)) for i in range(self.PUTTERS)])
+        self._run(run())
+
+    def put_gather(self, n):
+        import asyncio
+
+        async def run():
+            put, body, gather = self.c.put, self.body, asyncio.gather
+            k, rest = divmod(n, self.PUTTERS)
+            for _ in range(k):
+                await gather(*[put(body) for _ in range(self.PUTTERS)])
+            await gather(*[put(body) for _ in range(rest)])
+        self._run(run())
+
+    def reserve_delete(self, n):
+        async def run():
+            reserve, delete = self.c.reserve, self.c.delete
+            for _ in range(n):
+                job = await reserve(0)
+                job.body
+                await delete(job.jid)
+        self._run(run())
+
+    def reserve_delete_concurrent(self, n):
+        import asyncio
+
+        async def consumer():
+            reserve, delete = self.c.reserve, self.c.delete
+            while True:
+                job = await reserve(0)
+                if job is None:
+                    return
+                job.body
+                await delete(job.jid)
+
+        async def run():
+            await asyncio.gather(*[consumer() for _ in range(self.CONSUMERS)])
+        self._run(run())
+
+    def stats(self, n):
+        async def run():
+            stats = self.c.stats
+            for _ in range(n):
+                await stats()
+        self._run(run())
+
+    def put_many(self, n):
+        async def run():
+            put_many, bodies = self.c.put_many, self.bodies
+            full, rest = divmod(n, self.batch)
+            for _ in range(full):
+                await put_many(bodies)
+            if rest:
+                await put_many(bodies[:rest])
+        self._run(run())
+
+    def reserve_delete_many(self, n):
+        async def run():
+            left = n
+            reserve_many, delete_many, batch = self.c.reserve_many, self.c.delete_many, self.batch
+            while left > 0:
+                jobs = await reserve_many(min(batch, left), 0)
+                if not jobs:
+                    raise RuntimeError("reserve_many returned no job with %d left" % left)
+                for job in jobs:
+                    job.body
+                await delete_many(jobs)
+                left -= len(jobs)
+        self._run(run())
+
+
+class AiostalkClient:
+    """aiostalk 1.3.1, one coroutine at a time: all it supports (concurrent callers of one of
+    its connections get each other's replies)."""
+
+    rows = ("put", "reserve_delete", "stats")
+
+    def __init__(self, host, port, tube, body, batch):
+        import asyncio
+        import aiostalk
+        self.loop = asyncio.new_event_loop()
+        self.c = aiostalk.Client((host, port), encoding=None, use=tube, watch=tube)
+        try:
+            self.loop.run_until_complete(self.c.connect())
+        except BaseException:
+            self.loop.close()
+            raise
+        self.body = body
+
+    def close(self):
+        try:
+            self.loop.run_until_complete(self.c.close())
+        finally:
+            self.loop.close()
+
+    def put(self, n):
+        async def run():
+            put, body = self.c.put, self.body
+            for _ in range(n):
+                await put(body)
+        self.loop.run_until_complete(run())
+
+    def reserve_delete(self, n):
+        async def run():
+            reserve, delete = self.c.reserve, self.c.delete
+            for _ in range(n):
+                job = await reserve(0)
+                job.body
+                await delete(job)
+        self.loop.run_until_complete(run())
+
+    def stats(self, n):
+        async def run():
+            stats = self.c.stats
+            for _ in range(n):
+                await stats()
+        self.loop.run_until_complete(run())
 
 
 class GreenstalkClient:
@@ -540,7 +736,7 @@ class Bench:
         ctl = self.control(tube)
         proxy_cpu = self.proxy.cpu_time if self.proxy is not None else (lambda: 0.0)
         try:
-            if row in ("reserve_delete", "reserve_delete_many"):
+            if row in ("reserve_delete", "reserve_delete_many", "reserve_delete_concurrent"):
                 ctl.put_many(n)
             client = make(self.client_addr[0], self.client_addr[1], tube, self.body, self.args.batch)
             try:
@@ -575,7 +771,7 @@ class Bench:
         if row == "stats":
             return
         st = ctl.stats_tube()
-        if row in ("put", "put_many"):
+        if row in ("put", "put_many", "put_concurrent", "put_gather"):
             if st["total-jobs"] != n or st["current-jobs-ready"] != n:
                 raise RuntimeError("%s: expected %d ready jobs, server says %r" % (row, n, st))
             ctl.reserve_delete_many(n)
@@ -1130,7 +1326,8 @@ def _parser():
                                          "separated (default: the library's own; they matter when --batch exceeds them)")
     p.add_argument("--body-size", type=int, default=100, help="job body size in bytes (default 100)")
     p.add_argument("--clients", help="comma-separated subset of: cython, python, greenstalk, beanstalkc3, pystalk, "
-                                     "raw, pipelined, c-seq, c-pipe")
+                                     "raw, pipelined, c-seq, c-pipe, aio, aio-uvloop (beanstalkc_fast.aio, compiled core, "
+                                     "stock loop / uvloop), aiostalk")
     p.add_argument("--rows", help="comma-separated subset of: " + ", ".join(r[0] for r in ROWS))
     p.add_argument("--no-import", action="store_true", help="skip the import-time measurement")
     p.add_argument("--timeout", type=int, default=300, help="watchdog per measurement, seconds (default 300)")
@@ -1166,6 +1363,21 @@ def _clients(selected, log, lib_windows=(None,)):
                 log("note: %s is not installed (pip install %s): skipped" % (name, name))
                 continue
             out.append((name, cls, [None]))
+    aio = [(key, name, uv) for key, name, uv in (("aio", "aio[cython]", False), ("aio-uvloop", "aio[cython]+uvloop", True))
+           if key in selected]
+    if aio and compiled is None:
+        log("note: beanstalkc_fast._cprotocol is not built (or stale): no aio rows")
+        aio = []
+    for key, name, uv in aio:
+        if uv and importlib.util.find_spec("uvloop") is None:
+            log("note: uvloop is not installed (pip install uvloop): no %s rows" % name)
+            continue
+        out.append((name, _Partial(AioClient, compiled, uv), [None]))
+    if "aiostalk" in selected:
+        if importlib.util.find_spec("aiostalk") is None:
+            log("note: aiostalk is not installed (pip install aiostalk): skipped")
+        else:
+            out.append(("aiostalk", AiostalkClient, [None]))
     return out
 
 
@@ -1270,7 +1482,8 @@ def main(argv=None, prog=None):
     lib_windows = sorted({int(w) for w in args.lib_windows.split(",")}) if args.lib_windows else [None]
     if None not in lib_windows and min(lib_windows) < 1:
         parser.error("--lib-windows must be positive")
-    all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined", "c-seq", "c-pipe"]
+    all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined", "c-seq", "c-pipe",
+                   "aio", "aio-uvloop", "aiostalk"]
     selected = set(args.clients.split(",")) if args.clients else set(all_clients)
     args.rows = set(args.rows.split(",")) if args.rows else {r[0] for r in ROWS}
     unknown = (selected - set(all_clients)) | (args.rows - {r[0] for r in ROWS})

@@ -6,6 +6,7 @@ driver does the I/O. This module adds the locking, the translation of transport 
 Jobs, YAML and the bookkeeping of tubes.
 """
 import _thread
+from _collections import deque  # type: ignore  # (collections itself costs import time)
 
 from . import _backend, _commands
 from ._commands import COMMANDS as _COMMANDS, result as _result
@@ -29,6 +30,22 @@ DEFAULT_TTR = 120
 
 _SOCKET_DEFAULT = object()
 _UNDECODED = object()     # Job._body before its first decode
+_LEAD = object()          # a waiter's reply slot: "your reply is next on the wire: read it yourself"
+_ABANDONED = object()     # a waiter's reply slot: its caller stopped waiting; the reply is read and dropped
+
+
+class _Waiter:
+    """A caller whose command is on the wire (or, ``exclusive``, who waits for the wire to
+    go idle) and who sleeps on its own lock until another thread hands it its reply, the
+    reader role, or the exception that ended the connection."""
+
+    __slots__ = ("lock", "reply", "exclusive")
+
+    def __init__(self, allocate, exclusive=False):
+        self.lock = allocate()
+        self.lock.acquire()
+        self.reply = None
+        self.exclusive = exclusive
 
 
 class Connection:
@@ -46,9 +63,12 @@ class Connection:
     - ``socket_timeout``: seconds any command may take (``None``: no limit); a reserve
       waits its own timeout on top of it.
 
-    A connection is not meant to be shared by threads: concurrent calls are serialized
-    by a lock, so bytes never interleave on the wire, but a thread blocked in
-    ``reserve()`` holds the connection until it returns.
+    Threads (and greenlets) may share a connection: their calls pipeline. Each caller
+    writes its command at once, in call order, and the replies, which beanstalkd sends in
+    the same order, are handed to their callers; each gets its own result or exception, as
+    if it had run alone. The tubes used and watched are the connection's, shared by all.
+    A ``reserve()`` with a timeout other than 0 and the batches have the connection to
+    themselves while they run: a thread blocked in ``reserve()`` holds it until it returns.
     """
 
     _core = _backend.impl   # the protocol core module; tests swap it to run both backends
@@ -68,7 +88,10 @@ class Connection:
         self._socket_timeout = socket_timeout
         self._encoding = encoding
         self._proto: "Any" = None
-        self._lock = _thread.allocate_lock()   # looked up now: gevent patches it
+        self._allocate = _thread.allocate_lock  # looked up now: gevent patches it
+        self._lock = self._allocate()           # the write lock: writes go out in the order of _queue
+        self._qlock = self._allocate()          # guards _queue and the passing of the reader role
+        self._queue: "Any" = deque()            # one entry per command whose reply is still to come
         self._using = "default"
         self._watching = ["default"]
         self.connect()
@@ -114,6 +137,7 @@ class Connection:
             sock.settimeout(self._socket_timeout)
         except OSError as err:
             raise SocketError(err) from err
+        self._queue = deque()   # before _proto: a writer that sees the new driver sees its queue
         self._proto = self._core.Protocol(sock)
         self._using = "default"
         self._watching = ["default"]
@@ -123,10 +147,14 @@ class Connection:
         proto, self._proto = self._proto, None
         if proto is not None:
             sock = proto.sock
-            if not self._lock.acquire(False):
-                # Another thread is inside a command: "quit" could land in the middle of its
-                # bytes. Only shut the socket down: that wakes the thread (close() alone does
-                # not), its command fails with SocketError and it closes the socket itself.
+            idle = self._lock.acquire(False)
+            if idle and self._queue:
+                self._lock.release()
+                idle = False
+            if not idle:
+                # Other threads have commands in flight: "quit" could land in the middle of
+                # their bytes. Only shut the socket down: that wakes the thread reading (close()
+                # alone does not); it fails every caller still waiting and closes the socket.
                 try:
                     sock.shutdown(2)    # socket.SHUT_RDWR
                 except Exception:
@@ -172,37 +200,215 @@ class Connection:
         """Whether the connection is open (a broken one is closed, never reused)."""
         return self._proto is not None
 
-    def _drop(self, proto=None):
-        # The stream can no longer be trusted: close without sending anything.
-        # Given a proto, drop only that one (another thread may have reconnected meanwhile).
-        if proto is None or proto is self._proto:
-            proto, self._proto = self._proto, None
+    def _drop(self):
+        # A half-restored connection: close it without sending anything.
+        proto, self._proto = self._proto, None
         if proto is not None:
             try:
                 proto.sock.close()
             except Exception:
                 pass
 
-    # Every command takes this one path: the lock (acquire()/release() rather than "with": a
-    # lock's __exit__ costs as much as both), the closed check, one core call, and the
-    # translation of its errors.
+    # Commands pipeline (_pipe): a caller encodes its command, writes it under the write lock
+    # (so that writes go out in the order of the queue) and reads its reply itself when no
+    # reply is pending before it, else sleeps until the thread reading hands it over. The
+    # reader only ever reads its own reply; then it hands over the replies that came with it
+    # and passes the reader role to the first caller whose reply has not come yet (_pass_on).
+    # A call alone takes two short lock holds. Reserves that wait and batches take the
+    # connection to themselves (_do): they keep the write lock and wait for the replies in
+    # flight to be read first. Locks are acquired and released by hand: "with" costs more.
+
+    def _pipe(self, data, read, *args):
+        """Write ``data`` behind the commands in flight and return its reply: what
+        ``proto.<read>(*args)`` gives when this thread reads it, else the reply tuple."""
+        lock = self._lock
+        lock.acquire()
+        proto = self._proto
+        if proto is None:
+            lock.release()
+            raise SocketError("connection is closed; call reconnect()")
+        queue = self._queue
+        if queue:
+            waiter = self._enqueue(proto, queue)
+        else:
+            # No reply in flight, so no reader to race with, and other writers wait for
+            # the write lock: the caller becomes the reader without the queue's lock.
+            waiter = None
+            queue.append(None)
+        try:
+            proto.write(data)
+        except BaseException as err:
+            lock.release()
+            raise self._lost(proto, queue, err)
+        lock.release()
+        if waiter is not None:
+            reply = self._wait(proto, queue, waiter)
+            if reply is not _LEAD:
+                return reply
+        try:
+            reply = getattr(proto, read)(*args)
+        except BaseException as err:
+            raise self._lost(proto, queue, err)
+        qlock = self._qlock
+        qlock.acquire()
+        if len(queue) == 1:     # nobody behind: the usual case of a call alone
+            queue.popleft()
+            qlock.release()
+        else:
+            self._pass_on(proto, queue)
+        return reply
+
+    def _enqueue(self, proto, queue):
+        # Under the write lock, with replies in flight: wait behind them, unless the reader
+        # has meanwhile finished, or failed (then nobody would wake this caller).
+        self._qlock.acquire()
+        if self._proto is not proto:
+            self._qlock.release()
+            self._lock.release()
+            raise SocketError("connection lost; call reconnect()")
+        if queue:
+            waiter = _Waiter(self._allocate)
+            queue.append(waiter)
+        else:
+            waiter = None
+            queue.append(None)
+        self._qlock.release()
+        return waiter
+
+    def _wait(self, proto, queue, waiter):
+        """Sleep until ``waiter`` is handed its reply (returned), the reader role (_LEAD)
+        or the end of the connection (raised)."""
+        try:
+            waiter.lock.acquire()
+        except BaseException as err:    # KeyboardInterrupt, gevent.Timeout, ...
+            self._qlock.acquire()
+            reply = waiter.reply
+            if reply is None:
+                waiter.reply = _ABANDONED   # the reader reads its reply and drops it
+            self._qlock.release()
+            if reply is _LEAD:              # nobody else will read: the stream is lost
+                self._lost(proto, queue, err)
+            raise
+        reply = waiter.reply
+        if reply.__class__ is tuple or reply is _LEAD:
+            return reply
+        raise reply
+
+    def _pass_on(self, proto, queue):
+        """Called by the reader with its own reply read and the queue's lock held: hand over
+        the replies already received, in order, then the reader role to the first caller
+        still waiting; release the queue's lock."""
+        qlock = self._qlock
+        if self._proto is not proto:    # closed meanwhile (the socket is shut): nobody may wait on
+            qlock.release()
+            self._lost(proto, queue, SocketError("connection closed"))
+            return
+        try:
+            queue.popleft()     # the reader's own entry
+            while queue:
+                waiter = queue[0]
+                if waiter is None:      # a caller that found nothing in flight reads for itself
+                    break
+                if waiter.exclusive:    # nothing sent: it waits for the wire to be idle
+                    queue.popleft()
+                    if waiter.reply is None:
+                        waiter.reply = _LEAD
+                        waiter.lock.release()
+                        break
+                    continue
+                reply = proto.buffered_reply()
+                if reply is None:
+                    if waiter.reply is None:
+                        waiter.reply = _LEAD
+                        waiter.lock.release()
+                        break
+                    # its caller left: read its reply for it, with the queue free meanwhile
+                    qlock.release()
+                    try:
+                        proto.read_reply()
+                    finally:
+                        qlock.acquire()
+                    queue.popleft()
+                    continue
+                queue.popleft()
+                if waiter.reply is None:
+                    waiter.reply = reply
+                    waiter.lock.release()
+        except BaseException as err:    # a malformed reply: its caller gets the error itself
+            head = queue[0] if queue else None
+            qlock.release()
+            self._lost(proto, queue, err, head)
+            return
+        qlock.release()
+
+    def _lost(self, proto, queue, err, culprit=None):
+        """The stream broke or can no longer be trusted: close the connection, fail every
+        caller still waiting for a reply on it (``culprit``, whose reply broke it, with the
+        error itself) and return the exception to raise here."""
+        if self._proto is proto:
+            self._proto = None
+        sock = proto.sock
+        try:
+            sock.shutdown(2)    # wakes a thread blocked reading it; close() alone does not
+        except Exception:
+            pass
+        try:
+            sock.close()
+        except Exception:
+            pass
+        if isinstance(err, OSError):
+            exc = SocketError(err)
+            exc.__cause__ = err
+        else:
+            exc = err
+        self._qlock.acquire()
+        waiters = [w for w in queue if w is not None and w.reply is None]
+        queue.clear()
+        for waiter in waiters:
+            if waiter is culprit:
+                waiter.reply = exc
+                continue
+            waiter.reply = SocketError("connection lost before the reply came: %s" % (exc,))
+            waiter.reply.__cause__ = exc
+        self._qlock.release()
+        for waiter in waiters:
+            waiter.lock.release()
+        return exc
 
     def _do(self, method, *args):
-        """Call the blocking driver's ``method(*args)`` under the lock; translate its errors."""
+        """Call the blocking driver's ``method(*args)`` with the connection to itself: under
+        the write lock, once every reply in flight has been read; translate its errors."""
         lock = self._lock
         lock.acquire()
         try:
             proto = self._proto
             if proto is None:
                 raise SocketError("connection is closed; call reconnect()")
+            queue = self._queue
+            if queue:
+                self._drain(proto, queue)
             try:
                 return getattr(proto, method)(*args)
             except BaseException as err:
-                raise self._failed(proto, method, err)
+                raise self._failed(proto, queue, method, err)
         finally:
             lock.release()
 
-    def _failed(self, proto, method, err):
+    def _drain(self, proto, queue):
+        # With the write lock held: wait until the replies in flight are read.
+        self._qlock.acquire()
+        if self._proto is not proto:
+            self._qlock.release()
+            raise SocketError("connection lost; call reconnect()")
+        if not queue:
+            self._qlock.release()
+            return
+        waiter = _Waiter(self._allocate, True)
+        queue.append(waiter)
+        self._qlock.release()
+        self._wait(proto, queue, waiter)
+
+    def _failed(self, proto, queue, method, err):
         """The exception to raise for ``err`` out of a core call. An argument refused before a
         byte was sent leaves the connection usable, and so does any other error of a batch's
         items or of its caller's iterator (the core read the replies of every window it sent);
@@ -212,22 +418,17 @@ class Connection:
         if (method == "put_many" or method == "jobs_many") and isinstance(err, Exception) and not isinstance(
                 err, (OSError, SocketError, ProtocolError, MemoryError)):
             return err
-        self._drop(proto)
-        if isinstance(err, OSError):
-            exc = SocketError(err)
-            exc.__cause__ = err
-            return exc
-        return err
+        return self._lost(proto, queue, err)
 
     def _command(self, cmd, *args):
         """Run the table's command ``cmd`` with ``args``; return what its reply means."""
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
-        return _result(cmd, self._do("call", data))
+        return _result(cmd, self._pipe(data, "read_reply"))
 
     # -- YAML --
 
     def _yaml(self, cmd, *args):
-        reply = self._do("call", _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0])
+        reply = self._pipe(_commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0], "read_reply")
         body = reply[2] if reply[0] == b"OK" else _result(cmd, reply)   # the table's OK -> body, inlined
         mode = self._parse_yaml
         if mode is True:
@@ -242,7 +443,7 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        reply = self._do("put", body, priority, delay, ttr, self._encoding)
+        reply = self._pipe(self._core.put_command(body, priority, delay, ttr, self._encoding), "read_put")
         if reply.__class__ is int:
             return reply
         return _result("put", reply)
@@ -267,7 +468,10 @@ class Connection:
         else:
             if timeout.__class__ is not int or not 0 <= timeout <= 4294967295:
                 timeout = _commands.check_timeout(self._core, timeout)
-            reply = self._do("reserve", b"reserve-with-timeout %d\r\n" % timeout, timeout)
+            if timeout == 0:    # answered at once: it pipelines like any command
+                reply = self._pipe(b"reserve-with-timeout 0\r\n", "read_job")
+            else:
+                reply = self._do("reserve", b"reserve-with-timeout %d\r\n" % timeout, timeout)
             cmd = "reserve-with-timeout"
         if len(reply) != 2:
             reply = _result(cmd, reply)
@@ -291,7 +495,7 @@ class Connection:
     def ignore(self, name: str) -> int:
         """Stop watching the tube ``name``; return the number of watched tubes
         (1 when it was the last one, which beanstalkd refuses to ignore)."""
-        reply = self._do("call", _commands.encode(self._core, "ignore", name))
+        reply = self._pipe(_commands.encode(self._core, "ignore", name), "read_reply")
         count = _result("ignore", reply)
         if reply[0] == b"WATCHING":
             name = name if isinstance(name, str) else name.decode("ascii")
@@ -309,11 +513,11 @@ class Connection:
 
     # -- jobs --
 
-    # delete/touch/kick-job: one core call that checks the id, encodes, sends and reads (None: success)
+    # delete/touch/kick-job: the core reads a bare success as None
 
     def delete(self, jid: "JobRef") -> None:
         """Delete the job ``jid``."""
-        reply = self._do("job_command", b"delete", jid, b"DELETED")
+        reply = self._pipe(self._core.encode_job(b"delete", jid), "read_status", b"DELETED")
         if reply is not None:
             _result("delete", reply)
 
@@ -327,7 +531,7 @@ class Connection:
 
     def touch(self, jid: "JobRef") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        reply = self._do("job_command", b"touch", jid, b"TOUCHED")
+        reply = self._pipe(self._core.encode_job(b"touch", jid), "read_status", b"TOUCHED")
         if reply is not None:
             _result("touch", reply)
 
@@ -337,7 +541,7 @@ class Connection:
 
     def kick_job(self, jid: "JobRef") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        reply = self._do("job_command", b"kick-job", jid, b"KICKED")
+        reply = self._pipe(self._core.encode_job(b"kick-job", jid), "read_status", b"KICKED")
         if reply is not None:
             _result("kick-job", reply)
 

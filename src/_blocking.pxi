@@ -29,6 +29,12 @@ cdef class Protocol:
     def send(self, data):
         self._sendall(data)
 
+    def write(self, data):
+        if PyBytes_CheckExact(data):
+            self._sendall(data)
+        else:
+            self._send_chunks(list(data))
+
     def send_chunks(self, chunks):
         self._send_chunks(list(chunks))
 
@@ -105,34 +111,38 @@ cdef class Protocol:
         return True
 
     def reserve(self, data, wait=-1):
-        cdef ReplyReader r = self._reader
         cdef bint timed = self._timed(wait)
         self._sendall(data)
-        self._next()
-        if timed:
-            self.sock.settimeout(self._timeout)
+        try:
+            return self.read_job()
+        finally:
+            if timed:
+                self.sock.settimeout(self._timeout)
+
+    # The reads of one sent command's reply, typed (the writes are send() and write()):
+
+    def read_put(self):
+        cdef ReplyReader r = self._next()
+        jid = r._inserted()
+        return jid if jid is not None else r._reply()
+
+    def read_job(self):
+        cdef ReplyReader r = self._next()
         job = r._job(b"RESERVED")
         return job if job is not None else r._reply()
 
-    def job_command(self, verb, jid, ok):
-        cdef ReplyReader r = self._reader
-        self._sendall(_encode_job(verb, jid))
-        self._next()
+    def read_status(self, bytes ok):
+        cdef ReplyReader r = self._next()
         if r._ntok == 1 and r._tok_is(0, ok):
             r._consume()
             return None
         return r._reply()
 
-    def put(self, body, priority, delay, ttr, encoding):
+    def buffered_reply(self):
         cdef ReplyReader r = self._reader
-        body = _check_body(body, encoding)
-        if PyBytes_CheckExact(body) and PyBytes_GET_SIZE(body) < C_BIG_BODY:
-            self._sendall(_encode_put(body, priority, delay, ttr))
-        else:
-            self._send_chunks(_put_chunks(body, priority, delay, ttr))
-        self._next()
-        jid = r._inserted()
-        return jid if jid is not None else r._reply()
+        if r._start != r._end and r._parse():
+            return r._reply()
+        return None
 
     # -- batches --
 

@@ -101,6 +101,13 @@ cdef list _put_chunks(object body, object priority, object delay, object ttr):
     return [PyBytes_FromStringAndSize(head, _put_head(head, v, size)), body, _CRLF]
 
 
+def put_command(body, priority, delay, ttr, encoding):
+    body = _check_body(body, encoding)
+    if PyBytes_CheckExact(body) and PyBytes_GET_SIZE(body) < C_BIG_BODY:
+        return _encode_put(body, priority, delay, ttr)
+    return _put_chunks(body, priority, delay, ttr)
+
+
 def encode_job(verb, jid):
     return _encode_job(verb, jid)
 

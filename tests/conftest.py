@@ -88,3 +88,32 @@ def pytest_configure(config):
     if not config.pluginmanager.has_plugin("beanstalkc_fast"):
         from beanstalkc_fast import testing
         config.pluginmanager.register(testing, "beanstalkc_fast")
+
+
+# -- the asyncio client: both cores, on the stock loop and on uvloop when it is installed --
+
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+
+
+@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"),
+                        pytest.param("uvloop", id="uvloop", marks=pytest.mark.skipif(
+                            uvloop is None, reason="uvloop is not installed"))])
+def arun(request, impl, monkeypatch):
+    """``arun(coro)`` runs a coroutine on a fresh event loop (stock or uvloop) with the
+    asyncio client on the core under test; a hung coroutine fails after 60 s."""
+    import asyncio
+    from beanstalkc_fast import aio
+    monkeypatch.setattr(aio.Connection, "_core", impl)
+    new_loop = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def run(coro, timeout=60):
+        loop = new_loop()
+        try:
+            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+    return run

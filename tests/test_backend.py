@@ -100,10 +100,10 @@ def public_names(module):
 PUBLIC = ["BIG_BODY", "CORE_API", "KIND_BODY", "KIND_INSERTED", "KIND_JOB", "KIND_REPLY", "KIND_STATUS", "MAX_LINE",
           "Protocol", "READ_SIZE", "RESERVE_WINDOW", "ReplyReader", "UINT32_MAX", "UINT64_MAX", "WINDOW_BYTES",
           "WINDOW_ITEMS", "check_body", "check_jid", "check_tube", "check_uint32", "encode_job", "encode_put",
-          "job_windows", "parse_yaml", "put_chunks", "put_windows"]
+          "job_windows", "parse_yaml", "put_chunks", "put_command", "put_windows"]
 METHODS = {"ReplyReader": ["buffer_updated", "clear", "feed", "get_buffer", "gets", "take"],
-           "Protocol": ["call", "job_command", "jobs_many", "put", "put_many", "read_many", "read_reply", "reserve",
-                        "reserve_many", "send", "send_chunks"]}
+           "Protocol": ["buffered_reply", "call", "jobs_many", "put_many", "read_job", "read_many", "read_put",
+                        "read_reply", "read_status", "reserve", "reserve_many", "send", "send_chunks", "write"]}
 
 
 def test_pure_public_names():

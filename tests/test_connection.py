@@ -30,32 +30,23 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast._
 # -- helpers ------------------------------------------------------------------------
 
 class Recorder:
-    """Stands in for a connection's protocol object and records every raw reply."""
+    """Stands in for a connection's protocol object and records every reply read."""
 
     def __init__(self, proto):
         self.proto = proto
         self.sock = proto.sock
         self.replies = []
 
-    def call(self, data):
-        reply = self.proto.call(data)
-        self.replies.append(reply)
-        return reply
+    def __getattr__(self, name):
+        method = getattr(self.proto, name)
+        if not name.startswith(("read_", "call", "reserve")):
+            return method
 
-    def put(self, *args):
-        reply = self.proto.put(*args)
-        self.replies.append(reply)
-        return reply
-
-    def job_command(self, *args):
-        reply = self.proto.job_command(*args)
-        self.replies.append(reply)
-        return reply
-
-    def reserve(self, data):
-        reply = self.proto.reserve(data)
-        self.replies.append(reply)
-        return reply
+        def recorded(*args):
+            reply = method(*args)
+            self.replies.append(reply)
+            return reply
+        return recorded
 
 
 def record(c):

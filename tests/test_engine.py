@@ -362,7 +362,8 @@ def test_big_put_goes_out_scatter_gather(impl, beanstalkd):
 
         t = threading.Thread(target=peer, daemon=True)
         t.start()
-        assert proto.put(BIG * 4, 1, 2, 3, None) == 9
+        proto.write(impl.put_command(BIG * 4, 1, 2, 3, None))
+        assert proto.read_put() == 9
         t.join(10)
         assert sent and sent[0][1] == len(BIG) * 4
         assert got == [want]

@@ -525,3 +525,48 @@ def test_reserve_many_unknown_reply_mid_batch(fake):
     assert [r.jid for r in results[:2]] == [1, 2]
     assert isinstance(results[2], UnexpectedResponse)
     assert c.connected
+
+
+# -- threads sharing the connection (SPEC 7) ----------------------------------------------
+
+def test_a_protocol_error_fails_the_callers_behind_it(impl, monkeypatch):
+    """beanstalkd never sends an empty line: the caller whose reply it is gets ProtocolError,
+    those before it their ids, those behind it SocketError."""
+    arrived = threading.Event()
+
+    def script(peer):
+        for _ in range(6):
+            peer.read_command()
+        arrived.set()
+        peer.send(b"INSERTED 1\r\nINSERTED 2\r\n\r\nINSERTED 4\r\n")
+        peer.hang()
+
+    monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
+    server = FakeServer(script)
+    try:
+        c = beanstalkc_fast.Connection(server.host, server.port, socket_timeout=5)
+        results = {}
+
+        def call(i):
+            try:
+                results[i] = c.put(b"x")
+            except (ProtocolError, SocketError) as err:
+                results[i] = err
+
+        threads = []
+        for i in range(6):
+            t = threading.Thread(target=call, args=(i,), daemon=True)
+            t.start()
+            threads.append(t)
+            while len(c._queue) < i + 1:    # each put is on the wire before the next starts
+                time.sleep(0.001)
+        for t in threads:
+            t.join(GUARD)
+            assert not t.is_alive()
+        assert arrived.is_set()
+        assert results[0] == 1 and results[1] == 2
+        assert isinstance(results[2], ProtocolError)
+        assert all(type(results[i]) is SocketError for i in (3, 4, 5)), results
+        assert c.connected is False
+    finally:
+        server.close()

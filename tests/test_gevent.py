@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 import beanstalkc_fast
+from beanstalkc_fast.testing import LatencyProxy
 
 PATCH = {
     "gevent": "from gevent import monkey; monkey.patch_all()",
@@ -137,3 +138,48 @@ def test_compiled_core_uses_the_patched_socket(impl, beanstalkd, tmp_path):
                           capture_output=True, text=True, timeout=60, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.strip() == "ok"
+
+
+SHARED = textwrap.dedent("""
+    import importlib, sys
+    import beanstalkc_fast
+    core, host, port, tube = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    beanstalkc_fast.Connection._core = importlib.import_module(core)
+    c = beanstalkc_fast.Connection(host, port, socket_timeout=20)
+    c.use(tube)
+    depths = []
+    enqueue = c._enqueue
+    def probe(proto, queue):
+        depths.append(len(queue))
+        return enqueue(proto, queue)
+    c._enqueue = probe
+    ids = {}
+    def work(i):
+        ids[i] = [c.put("%d-%d" % (i, k)) for k in range(5)]
+        job = c.peek(ids[i][0])
+        assert job.body == "%d-0" % i, job.body
+    join([spawn(work, i) for i in range(20)])
+    flat = [jid for v in ids.values() for jid in v]
+    assert len(set(flat)) == 100, flat
+    for i, v in ids.items():
+        assert [c.peek(jid).body for jid in v] == ["%d-%d" % (i, k) for k in range(5)]
+    assert max(depths) >= 10, depths      # the greenlets' puts were in flight together
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("lib", ["gevent", "eventlet"])
+def test_greenlets_sharing_a_connection_pipeline(impl, beanstalkd, tube, lib, tmp_path):
+    """Greenlets calling one Connection pipeline like threads: 100 puts of 20 greenlets
+    through a 20 ms round trip, in flight together, each caller getting its own id."""
+    pytest.importorskip(lib, reason="%s is not installed" % lib)
+    script = tmp_path / ("shared_%s.py" % lib)
+    script.write_text(PATCH[lib] + "\n" + SPAWN[lib] + SHARED)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))  # in-tree or installed
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONWARNINGS="ignore")
+    with LatencyProxy(beanstalkd.host, beanstalkd.port, 0.02) as proxy:
+        proc = subprocess.run([sys.executable, str(script), impl.__name__, proxy.host, str(proxy.port), tube],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip() == "ok", proc.stdout + proc.stderr[-2000:]

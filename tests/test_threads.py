@@ -1,10 +1,10 @@
-"""A Connection shared by threads: commands are serialized, bytes never interleave.
+"""A Connection shared by threads: commands pipeline, bytes never interleave.
 
-Connection documents that concurrent calls are serialized by a lock. These tests check it
-from the outside (every reply matches its request under contention) and from the inside
-(every socket operation of every public method happens while the calling thread holds
-the connection's lock), and that close()/reconnect() from another thread end a blocked
-call promptly instead of writing into it.
+These tests check it from the outside (every reply matches its request under contention)
+and from the inside (every write of every public method happens while the calling thread
+holds the connection's write lock, and no two threads ever read at once), and that
+close()/reconnect() from another thread end a blocked call promptly instead of writing into it.
+More of the pipelining itself is in test_pipelining.py.
 """
 import socket
 import sys
@@ -134,25 +134,35 @@ class OwnedLock:
 
 
 class WatchedSocket:
-    """A socket proxy that records socket operations made without holding ``lock``."""
+    """A socket proxy that records writes made without holding ``lock`` and reads made
+    while another thread reads."""
 
-    WATCHED = {"send", "sendall", "recv", "recv_into", "settimeout"}     # shutdown writes nothing
+    WRITES = {"send", "sendall", "sendmsg", "settimeout"}     # shutdown writes nothing
+    READS = {"recv", "recv_into"}
 
     def __init__(self, sock, lock_of, violations):
         self._sock = sock
         self._lock_of = lock_of
         self._violations = violations
+        self._readers = []
 
     def __getattr__(self, name):
         attr = getattr(self._sock, name)
-        if name not in self.WATCHED:
+        if name not in self.WRITES and name not in self.READS:
             return attr
 
         def watched(*args, **kw):
-            lock = self._lock_of()
             caller = sys._getframe(1).f_code.co_name
+            if name in self.READS:
+                self._readers.append(caller)
+                try:
+                    if len(self._readers) > 1:
+                        self._violations.append("%s in %s while %s reads" % (name, caller, self._readers[0]))
+                    return attr(*args, **kw)
+                finally:
+                    self._readers.remove(caller)
             # connect() configures its new socket before any other thread can see it.
-            if lock.owner != threading.get_ident() and caller != "connect":
+            if self._lock_of().owner != threading.get_ident() and caller != "connect":
                 self._violations.append("%s in %s" % (name, caller))
             return attr(*args, **kw)
         return watched
@@ -181,7 +191,7 @@ def watched_conn(make_conn, monkeypatch, tube):
     return c, violations
 
 
-def test_no_public_method_bypasses_the_lock(watched_conn, tube):
+def test_no_public_method_writes_without_the_lock(watched_conn, tube):
     c, violations = watched_conn
     jid = c.put(b"a")
     c.put_many([b"b", b"c"])

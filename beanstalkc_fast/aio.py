@@ -1,0 +1,1140 @@
+"""The asyncio client: the sync ``Connection`` API as coroutines, pipelined on one connection.
+
+    from beanstalkc_fast import aio
+
+    async with aio.connect('localhost', 11300) as conn:
+        jid = await conn.put('hello')
+        job = await conn.reserve(timeout=5)
+        await job.delete()
+
+Concurrent coroutines share one connection: each command is encoded and queued at once, in
+call order, without waiting for earlier replies; the commands queued in one loop iteration go
+out in one ``transport.write``; replies are handed to their callers in FIFO order. Bytes are
+received straight into the protocol core's reader (an ``asyncio.BufferedProtocol``), commands are
+built by the core's encoders and checks, and replies mean what the command table
+(``_commands.py``) says, exactly as in the sync client.
+
+Reserves run on consumer channels, sockets of this connection's own that watch the same tubes
+(the first is opened at the first reserve), so that a reserve waiting for a job never holds up
+the commands queued behind it. At most one reserve that may wait is at the server at a time; the
+coroutines waiting for jobs queue behind it and take its jobs in turn. A channel that holds
+reserved jobs never gets a waiting reserve (beanstalkd lets only the connection that reserved a
+job delete, release, bury or touch it, and such commands must not wait behind a reserve), so a
+waiting reserve may open one more channel while others hold jobs. ``delete``/``release``/
+``bury``/``touch`` (and their ``*_many``) of a job reserved here go to the channel that holds it,
+whether called on the Job or with its id.
+
+beanstalkd cannot cancel a command: a cancelled or timed-out call keeps its place in the reply
+queue and its reply is read and dropped, so the stream never desyncs. A put written before its
+caller was cancelled still creates its job: ``on_orphan('put', jid)`` is called (default: a
+warning on the ``beanstalkc_fast`` logger). A job reserved for a caller that is gone goes to the
+next coroutine waiting for one, or is released at once with its own priority.
+"""
+import asyncio
+import os
+from collections import deque
+
+from . import _backend, _commands
+from ._commands import COMMANDS as _COMMANDS, outcome as _outcome, result as _result
+from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR
+from .connection import Job as _SyncJob, _backend_name, _load_yaml
+from .exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
+
+__all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, List, Optional, Union
+    from .connection import Body, JobRef, PutItem, YAMLResult
+
+_RESERVE0 = b"reserve-with-timeout 0\r\n"
+# As the blocking driver does, yield the CPU after writing a batch, so that a server on the same CPU
+# answers it whole before this client wakes (else: a wake-up every few replies).
+_give_way = getattr(os, "sched_yield", lambda: None)
+_YIELD_AT = 64         # buffers in one write from which that pays (many coalesced commands)
+_ENDS_RESERVATION = ("delete", "release", "bury")   # whatever their reply, the job is no longer ours
+_TRACK_RESERVE = -1     # the jid of a FIFO entry whose RESERVED reply makes its channel hold the job
+
+
+def _closed(err=None):
+    exc = SocketError(err if err is not None else "connection is closed; call connect() or reconnect()")
+    if isinstance(err, BaseException):
+        exc.__cause__ = err
+    return exc
+
+
+def _again(err):
+    """A fresh copy of a channel's failure for each caller that meets it."""
+    exc = type(err)(*err.args)
+    exc.__cause__ = err.__cause__
+    return exc
+
+
+class _Batch:
+    """A FIFO entry of ``n`` pipelined replies of one ``kind``, taken by the core's ``take``."""
+
+    __slots__ = ("fut", "cmd", "kind", "status", "n", "results", "bad", "jids")
+
+    def __init__(self, fut, cmd, kind, status, n, jids=None):
+        self.fut = fut
+        self.cmd = cmd
+        self.kind = kind
+        self.status = status
+        self.n = n
+        self.results: list = []     # per reply: the kind's value, or the whole other reply
+        self.bad = 0
+        self.jids = jids            # the job ids of a job-command window, in order
+
+    def feed(self, reader):
+        """Take what is buffered; return True once all ``n`` replies were read."""
+        results = self.results
+        while self.n > 0:
+            self.n -= reader.take(self.kind, self.n, results, self.status)
+            if self.n <= 0:
+                break
+            reply = reader.gets()
+            if reply is None:
+                return False
+            results.append(reply)
+            self.bad += 1
+            self.n -= 1
+        return True
+
+
+class _Channel(asyncio.BufferedProtocol):
+    """One socket of a Connection: a FIFO of reply slots, the core's reader, coalesced writes."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._loop = conn._loop
+        self._reader = conn._core.ReplyReader()
+        self._fifo: deque = deque()     # (future, cmd, jid or None) per command, or a _Batch per window
+        self._out: list = []            # buffers queued this loop iteration
+        self._flushing = False
+        self._paused = False            # the transport asked us to stop writing
+        self._drainers: list = []       # futures of callers waiting for resume_writing()
+        self.transport = None
+        self.error = None               # why this channel is closed, once it is
+        self.held: set = set()          # ids of the jobs reserved by this channel
+        self.blocked = False            # a reserve that may wait is at the server
+        self.block_wait = None          # its timeout (seconds; None: forever)
+        self._timeout = conn._socket_timeout
+        self._timer = None
+        self._progress = 0.0            # when bytes last came, or the FIFO last became non-empty
+
+    # -- asyncio.BufferedProtocol --
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        if self.error is None:
+            self._conn._lost(_closed(exc) if exc is not None else SocketError("connection closed by the server"))
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self):
+        self._paused = True
+
+    def resume_writing(self):
+        self._paused = False
+        drainers, self._drainers = self._drainers, []
+        for fut in drainers:
+            if not fut.done():
+                fut.set_result(None)
+
+    def get_buffer(self, sizehint):
+        # Received bytes land in the core's own buffer. A second view of it, because uvloop keeps
+        # its buffer export of the view until buffer_updated() has returned, and the reader
+        # releases its own view in buffer_updated() (its buffer may move after that).
+        return memoryview(self._reader.get_buffer(sizehint))
+
+    def buffer_updated(self, nbytes):
+        reader = self._reader
+        reader.buffer_updated(nbytes)
+        if self._timeout is not None:
+            self._progress = self._loop.time()
+        fifo = self._fifo
+        conn = self._conn
+        try:
+            while fifo:
+                entry = fifo[0]
+                if entry.__class__ is tuple:
+                    reply = reader.gets()
+                    if reply is None:
+                        break
+                    fifo.popleft()
+                    fut, cmd, jid = entry
+                    if jid is not None:
+                        conn._settle(self, cmd, jid, reply)
+                    if fut.done():      # its caller was cancelled or timed out
+                        conn._orphan(self, cmd, reply)
+                    else:
+                        fut.set_result(reply)
+                elif entry.feed(reader):
+                    fifo.popleft()
+                    conn._settle_batch(self, entry)
+                else:
+                    break
+            if not fifo and len(reader):
+                raise ProtocolError("a reply came that no command asked for: %r" % (reader.gets(),))
+        except ProtocolError as err:
+            conn._lost(err)
+
+    # -- writing --
+
+    def send(self, data, cmd, jid=None):
+        """Queue the command ``data``; return the future of its reply."""
+        if self.error is not None:
+            raise _again(self.error)
+        fut = self._loop.create_future()
+        fifo = self._fifo
+        idle = not fifo
+        fifo.append((fut, cmd, jid))
+        self._write(data, idle)
+        return fut
+
+    def send_batch(self, chunks, batch):
+        """Queue the buffers ``chunks`` of a window whose replies ``batch`` takes."""
+        if self.error is not None:
+            raise _again(self.error)
+        idle = not self._fifo
+        self._fifo.append(batch)
+        out = self._out
+        if len(chunks) == 1:
+            self._write(chunks[0], idle)
+        else:
+            out.extend(chunks)
+            self._schedule(idle)
+
+    def _write(self, data, idle):
+        if idle and not self._out:
+            # Nothing else in flight: write now (a lone caller gains a loop iteration); later
+            # commands of this iteration are coalesced behind it.
+            self.transport.write(data)
+            if self._timeout is not None:
+                self._progress = self._loop.time()
+                self._arm()
+            return
+        self._out.append(data)
+        self._schedule(idle)
+
+    def _schedule(self, idle):
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self.flush)
+        if self._timeout is not None:
+            if idle:
+                self._progress = self._loop.time()
+            self._arm()
+
+    def flush(self):
+        """Write what this loop iteration queued now."""
+        self._flushing = False
+        out = self._out
+        if out and self.error is None:
+            self._out = []
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
+                if len(out) >= _YIELD_AT:
+                    _give_way()     # many commands at once: let a server on this CPU answer them all
+
+    async def writable(self):
+        """Wait while the transport's write buffer is above its high-water mark."""
+        while self._paused:
+            if self.error is not None:
+                raise _again(self.error)
+            fut = self._loop.create_future()
+            self._drainers.append(fut)
+            await fut
+        if self.error is not None:
+            raise _again(self.error)
+
+    # -- socket_timeout: the server must answer within it (a waiting reserve: plus its own timeout) --
+
+    def _limit(self):
+        if self.blocked:
+            return None if self.block_wait is None else self._timeout + self.block_wait
+        return self._timeout
+
+    def _arm(self):
+        if self._timer is None and self._fifo and self.error is None:
+            limit = self._limit()
+            if limit is not None:
+                self._timer = self._loop.call_at(self._progress + limit, self._check)
+
+    def _check(self):
+        self._timer = None
+        limit = self._limit()
+        if not self._fifo or self.error is not None or limit is None:
+            return
+        if self._loop.time() >= self._progress + limit:
+            err = TimeoutError("no reply from the server in %g s" % limit)
+            self._conn._lost(_closed(err))
+        else:
+            self._arm()
+
+    # -- closing --
+
+    def fail(self, err, abort=True):
+        """Close (dropping unsent bytes unless not ``abort``); fail every caller still waiting
+        for a reply of this channel."""
+        if self.error is not None:
+            return
+        self.error = err
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._out = []
+        transport = self.transport
+        if transport is not None and abort:
+            try:
+                transport.abort()
+            except Exception:
+                pass
+        fifo, self._fifo = self._fifo, deque()
+        for entry in fifo:
+            fut = entry[0] if entry.__class__ is tuple else entry.fut
+            if not fut.done():
+                fut.set_exception(_again(err))
+        self.resume_writing()
+
+    def quit(self):
+        """Close politely (``quit``, then the transport flushes and closes)."""
+        transport = self.transport
+        if self.error is None and transport is not None:
+            try:
+                self.flush()
+                transport.write(b"quit\r\n")
+                transport.close()
+            except Exception:
+                pass
+        self.fail(_closed(), abort=False)
+
+
+def _default_orphan(cmd, result):
+    import logging      # lazily: importing logging costs more than this whole package
+    logging.getLogger("beanstalkc_fast").warning(
+        "%s: the caller was cancelled after the command was sent; its result %r was dropped", cmd, result)
+
+
+class Connection:
+    """A connection to one beanstalkd server, for asyncio (``await aio.connect(...)``).
+
+    Every method of the sync ``Connection`` is a coroutine here, with the same names,
+    arguments, results and exceptions; ``await conn.close()`` never raises and may be called
+    twice. ``socket_timeout``: seconds the server may stay silent while replies are due
+    (``None``: no limit; a reserve's own timeout comes on top); past it the connection is
+    broken: every caller waiting on it gets SocketError and it is closed, as in the sync client.
+    ``on_orphan(cmd, result)`` is called for a put whose caller was cancelled after it was sent.
+    """
+
+    _core = _backend.impl   # the protocol core module; tests swap it to run both backends
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                 parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
+                 connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
+                 on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
+        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
+            raise InvalidType("parse_yaml must be True, False or a callable")
+        if on_orphan is not None and not callable(on_orphan):
+            raise InvalidType("on_orphan must be a callable or None")
+        if encoding is not None:
+            "".encode(encoding)     # LookupError now rather than at the first put
+        self.host = host
+        self.port = port
+        self._parse_yaml = parse_yaml
+        self._encoding = encoding
+        self._connect_timeout = connect_timeout
+        self._socket_timeout = socket_timeout
+        self._on_orphan = on_orphan if on_orphan is not None else _default_orphan
+        self._loop: "Any" = None
+        self._main: "Any" = None
+        self._consumers: list = []      # consumer channels, opened as reserves need them
+        self._opening: "Any" = None     # the future of a consumer channel being opened
+        self._held: dict = {}           # job id -> the consumer channel that reserved it
+        self._waiters: deque = deque()  # (future, deadline) of reserves waiting for a job
+        self._pump: "Any" = None        # the task that keeps one waiting reserve at the server
+        self._tasks: set = set()        # background give-backs of orphaned jobs
+        self._using = "default"
+        self._watching = ["default"]
+
+    async def __aenter__(self) -> "Connection":
+        if self._main is None:
+            await self.connect()
+        return self
+
+    async def __aexit__(self, exc_type: "Any", exc_value: "Any", traceback: "Any") -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        if _is_unix(self.host):
+            where = "path=%r" % (self.host,)
+        else:
+            where = "host=%r port=%r" % (self.host, self.port)
+        return "<beanstalkc_fast.aio.Connection %s backend=%r %s>" % (
+            where, _backend_name(self._core), "connected" if self.connected else "closed")
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open (a broken one is closed, never reused)."""
+        return self._main is not None and self._main.error is None
+
+    # -- connection management --
+
+    async def _open(self):
+        loop = self._loop
+        ch = _Channel(self)
+        host = self.host
+        if _is_unix(host):
+            coro = loop.create_unix_connection(lambda: ch, host[5:] if host.startswith("unix:") else host)
+        else:
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            coro = loop.create_connection(lambda: ch, host, self.port)     # TCP_NODELAY is asyncio's default
+        try:
+            if self._connect_timeout is None:
+                await coro
+            else:
+                await asyncio.wait_for(coro, self._connect_timeout)
+        except (OSError, asyncio.TimeoutError) as err:
+            raise _closed(err) from err
+        return ch
+
+    async def connect(self) -> None:
+        """Connect to the server (closing any previous connection first)."""
+        await self.close()
+        self._loop = asyncio.get_running_loop()
+        self._main = await self._open()
+        self._using = "default"
+        self._watching = ["default"]
+
+    async def reconnect(self) -> None:
+        """Close, connect again and restore the used tube and the watched tubes."""
+        using, watching = self._using, list(self._watching)
+        await self.connect()
+        try:
+            if using != "default":
+                await self.use(using)
+            for name in watching:
+                if name != "default":
+                    await self.watch(name)
+            if "default" not in watching:
+                await self.ignore("default")
+        except BaseException:
+            self._lost(_closed())
+            self._using, self._watching = using, watching
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and its consumer channels. Never raises; may be called twice."""
+        try:
+            main, self._main = self._main, None
+            channels = ([main] if main is not None else []) + self._consumers
+            self._consumers = []
+            for ch in channels:
+                ch.quit()
+            self._reset(_closed())
+        except Exception:
+            pass
+
+    def _lost(self, err):
+        """A channel broke (EOF, reset, timeout, bad framing): fail every caller and close all."""
+        main = self._main
+        for ch in ([main] if main is not None else []) + self._consumers:
+            ch.fail(err)
+        self._consumers = []
+        self._reset(err)
+
+    def _reset(self, err):
+        waiters, self._waiters = self._waiters, deque()
+        for fut, _ in waiters:
+            if not fut.done():
+                fut.set_exception(_again(err))
+        self._held = {}
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done() and pump is not _current_task():
+            pump.cancel()
+
+    def _channel(self):
+        ch = self._main
+        if ch is None:
+            raise _closed()
+        if ch.error is not None:    # broken: no new channel may open either, until reconnect()
+            raise _again(ch.error)
+        return ch
+
+    # -- the core of every command --
+
+    async def _call(self, ch, data, cmd, jid=None):
+        if ch._paused:
+            await ch.writable()
+        fut = ch.send(data, cmd, jid)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._late(ch, cmd, fut)
+            raise
+
+    def _late(self, ch, cmd, fut):
+        # Cancelled after its reply came but before it resumed: the reply is an orphan too.
+        if not fut.cancelled() and fut.exception() is None:
+            self._orphan(ch, cmd, fut.result())
+
+    async def _command(self, cmd, *args):
+        data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
+        return _result(cmd, await self._call(self._channel(), data, cmd))
+
+    async def _yaml(self, cmd, *args):
+        body = await self._command(cmd, *args)
+        mode = self._parse_yaml
+        if mode is True:
+            return _load_yaml(self._core, body, cmd)
+        text = body.decode("utf-8", "replace")
+        return mode(text) if mode is not False else text
+
+    def _settle(self, ch, cmd, jid, reply):
+        # At reply time, whether or not its caller still waits: who holds which job.
+        if jid == _TRACK_RESERVE:
+            args = reply[1]
+            if reply[0] == b"RESERVED" and args and args[0].isdigit():
+                self._hold(ch, int(args[0]))
+        else:
+            self._forget(jid)
+
+    def _settle_batch(self, ch, batch):
+        cmd, fut = batch.cmd, batch.fut
+        if batch.jids is not None:
+            if cmd in _ENDS_RESERVATION:
+                for jid in batch.jids:
+                    self._forget(jid)
+        elif batch.kind == self._core.KIND_JOB:
+            for entry in batch.results:
+                if len(entry) == 2:
+                    self._hold(ch, entry[0])
+        if not fut.done():
+            fut.set_result(batch)
+        else:
+            self._orphan_batch(ch, batch)
+
+    def _orphan_batch(self, ch, batch):
+        if batch.cmd == "put":
+            for entry in batch.results:
+                if entry.__class__ is int:
+                    self._report("put", entry)
+        elif batch.kind == self._core.KIND_JOB:
+            for entry in batch.results:
+                if len(entry) == 2:
+                    self._deliver(ch, entry[0], entry[1])
+
+    def _hold(self, ch, jid):
+        old = self._held.get(jid)
+        if old is not None:
+            old.held.discard(jid)
+        self._held[jid] = ch
+        ch.held.add(jid)
+
+    def _forget(self, jid):
+        ch = self._held.pop(jid, None)
+        if ch is not None:
+            ch.held.discard(jid)
+
+    def _orphan(self, ch, cmd, reply):
+        """The reply of a caller that is gone: report a put's job, pass on or give back a reserved one."""
+        try:
+            value = _result(cmd, reply)
+        except Exception:
+            return
+        if cmd == "put":
+            self._report(cmd, value)
+        elif value is not None and cmd.startswith("reserve"):
+            self._deliver(ch, value[0], value[1])
+
+    def _report(self, cmd, value):
+        try:
+            self._on_orphan(cmd, value)
+        except Exception as err:
+            self._loop.call_exception_handler({"message": "on_orphan(%r, %r) failed" % (cmd, value),
+                                               "exception": err})
+
+    def _deliver(self, ch, jid, body):
+        # A job reserved on ch for nobody: the first coroutine waiting for one takes it, else back it goes.
+        waiters = self._waiters
+        while waiters:
+            fut, _ = waiters.popleft()
+            if not fut.done():
+                fut.set_result(Job(self, jid, body, True, ch))
+                return
+        task = self._loop.create_task(self._give_back(ch, jid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _give_back(self, ch, jid):
+        """Release a job nobody takes, with its own priority, at once."""
+        try:
+            stats = _load_yaml(self._core, _result("stats-job", await ch.send(
+                _commands.encode(self._core, "stats-job", jid), "stats-job")))
+            priority = stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
+            await ch.send(_commands.encode(self._core, "release", jid, priority, 0), "release", jid)
+        except Exception:
+            pass    # the channel broke: the server releases the job itself
+
+    # -- consumer channels --
+
+    async def _consumer(self, waiting):
+        """A consumer channel for a reserve: one not blocked by a waiting reserve; for a reserve
+        that may wait (``waiting``), also idle and holding no job, and then marked blocked."""
+        while True:
+            main = self._channel()      # closed or broken: SocketError
+            for ch in self._consumers:
+                if not ch.blocked and (not waiting or not (ch.held or ch._fifo)):
+                    ch.blocked = waiting
+                    return ch
+            if self._opening is None:
+                self._opening = self._loop.create_future()
+                try:
+                    ch = await self._open()
+                    if self._main is not main or main.error is not None:   # closed meanwhile
+                        ch.quit()
+                        raise _closed(main.error)
+                    if self._watching != ["default"]:
+                        for name in self._watching:
+                            self._fire(ch, "watch", name)
+                        if "default" not in self._watching:
+                            self._fire(ch, "ignore", "default")
+                    self._consumers.append(ch)
+                finally:
+                    opening, self._opening = self._opening, None
+                    opening.set_result(None)
+            else:
+                await asyncio.shield(self._opening)
+
+    def _fire(self, ch, cmd, *args):
+        # A command whose reply nobody awaits (tube changes of the consumer channels).
+        fut = ch.send(_commands.encode(self._core, cmd, *args), cmd)
+        fut.add_done_callback(_ignore)
+
+    async def _pump_waiters(self):
+        """Keep one reserve that may wait at the server while coroutines wait for a job."""
+        waiters = self._waiters
+        loop = self._loop
+        try:
+            while True:
+                while waiters and waiters[0][0].done():
+                    waiters.popleft()
+                if not waiters:
+                    return
+                head, deadline = waiters[0]
+                ch = await self._consumer(True)
+                if deadline is None:
+                    data, cmd, ch.block_wait = b"reserve\r\n", "reserve", None
+                else:
+                    wait = max(0, int(deadline - loop.time() + 0.999))
+                    data, cmd, ch.block_wait = b"reserve-with-timeout %d\r\n" % wait, "reserve-with-timeout", wait
+                try:
+                    reply = await ch.send(data, cmd, _TRACK_RESERVE)
+                finally:
+                    ch.blocked = False
+                try:
+                    value = _result(cmd, reply)
+                except Exception as err:    # DEADLINE_SOON or an unexpected reply: the waiting caller's
+                    if not head.done():
+                        head.set_exception(err)
+                    continue
+                if value is not None:
+                    self._deliver(ch, value[0], value[1])
+                elif not head.done():
+                    head.set_result(None)
+        except BaseException as err:
+            for fut, _ in waiters:
+                if not fut.done():
+                    fut.set_exception(_again(err) if isinstance(err, Exception) else _closed())
+            waiters.clear()
+            if not isinstance(err, Exception):
+                raise
+        finally:
+            if self._pump is _current_task():
+                self._pump = None
+
+    # -- producer --
+
+    async def put(self, body: "Body", priority: int = DEFAULT_PRIORITY, delay: int = 0,
+                  ttr: int = DEFAULT_TTR) -> int:
+        """Put a job into the used tube; return its id."""
+        core = self._core
+        body = core.check_body(body, self._encoding)
+        ch = self._main
+        if ch is None:
+            raise _closed()
+        if len(body) < core.BIG_BODY:
+            data = core.encode_put(body, priority, delay, ttr)
+            if ch._paused:
+                await ch.writable()
+            fut = ch.send(data, "put")
+        else:
+            chunks = core.put_chunks(body, priority, delay, ttr)
+            if ch._paused:
+                await ch.writable()
+            fut = ch.send(b"".join(chunks), "put")
+        try:
+            return _result("put", await fut)
+        except asyncio.CancelledError:
+            self._late(ch, "put", fut)
+            raise
+
+    async def use(self, name: str) -> str:
+        """Use the tube ``name`` for puts; return its name."""
+        self._using = await self._command("use", name)
+        return self._using
+
+    async def using(self) -> str:
+        """Return the name of the tube used for puts."""
+        return await self._command("list-tube-used")
+
+    # -- consumer --
+
+    def _job(self, ch, value):
+        return Job(self, value[0], value[1], True, ch)
+
+    async def reserve(self, timeout: "Optional[float]" = None) -> "Optional[Job]":
+        """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds (forever if
+        None). Return a Job, or None on timeout; raise DeadlineSoon."""
+        seconds = None if timeout is None else _commands.check_timeout(self._core, timeout)
+        waiters = self._waiters
+        while waiters and waiters[0][0].done():
+            waiters.popleft()
+        if seconds == 0 or not waiters:
+            # First what is ready now, pipelined with the other callers: never waits at the server.
+            ch = await self._consumer(False)
+            cmd = "reserve-with-timeout"
+            value = _result(cmd, await self._call(ch, _RESERVE0, cmd, _TRACK_RESERVE))
+            if value is not None or seconds == 0:
+                return None if value is None else self._job(ch, value)
+        loop = self._loop
+        fut = loop.create_future()
+        waiters.append((fut, None if seconds is None else loop.time() + seconds))
+        timer = None if seconds is None else loop.call_later(seconds, _expire, fut)
+        if self._pump is None:
+            self._pump = loop.create_task(self._pump_waiters())
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            job = None if fut.cancelled() or fut.exception() is not None else fut.result()
+            if job is not None:     # it came, but its caller is gone: the next waiter's, or back it goes
+                self._deliver(job._channel, job.jid, job.body_bytes)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def reserve_job(self, jid: "JobRef") -> "Job":
+        """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
+        data = _commands.encode(self._core, "reserve-job", jid)
+        ch = await self._consumer(False)
+        return self._job(ch, _result("reserve-job", await self._call(ch, data, "reserve-job", _TRACK_RESERVE)))
+
+    async def watch(self, name: str) -> int:
+        """Watch the tube ``name``; return the number of watched tubes."""
+        count = await self._command("watch", name)
+        name = name if isinstance(name, str) else name.decode("ascii")
+        if name not in self._watching:
+            self._watching.append(name)
+        for ch in self._consumers:
+            self._fire(ch, "watch", name)
+        return count
+
+    async def ignore(self, name: str) -> int:
+        """Stop watching the tube ``name``; return the number of watched tubes
+        (1 when it was the last one, which beanstalkd refuses to ignore)."""
+        data = _commands.encode(self._core, "ignore", name)
+        reply = await self._call(self._channel(), data, "ignore")
+        count = _result("ignore", reply)
+        if reply[0] == b"WATCHING":
+            name = name if isinstance(name, str) else name.decode("ascii")
+            if name in self._watching:
+                self._watching.remove(name)
+            for ch in self._consumers:
+                self._fire(ch, "ignore", name)
+        return count
+
+    async def watching(self) -> "YAMLResult":
+        """Return the list of watched tubes."""
+        return await self._yaml("list-tubes-watched")
+
+    async def tubes(self) -> "YAMLResult":
+        """Return the list of all existing tubes."""
+        return await self._yaml("list-tubes")
+
+    # -- jobs --
+
+    async def _job_command(self, cmd, jid, *args, ch=None):
+        data = _commands.encode(self._core, cmd, jid, *args)
+        jid = self._core.check_jid(jid)
+        if ch is None or jid not in ch.held:
+            ch = self._held.get(jid) or self._channel()
+        reply = await self._call(ch, data, cmd, jid if cmd in _ENDS_RESERVATION else None)
+        return _result(cmd, reply)
+
+    async def delete(self, jid: "JobRef") -> None:
+        """Delete the job ``jid``."""
+        await self._job_command("delete", jid)
+
+    async def release(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+        """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
+        await self._job_command("release", jid, priority, delay)
+
+    async def bury(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY) -> None:
+        """Bury the reserved job ``jid``."""
+        await self._job_command("bury", jid, priority)
+
+    async def touch(self, jid: "JobRef") -> None:
+        """Ask for more time to work on the reserved job ``jid``."""
+        await self._job_command("touch", jid)
+
+    async def kick(self, bound: int = 1) -> int:
+        """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
+        return await self._command("kick", bound)
+
+    async def kick_job(self, jid: "JobRef") -> None:
+        """Kick the buried or delayed job ``jid`` into the ready queue."""
+        await self._command("kick-job", jid)
+
+    async def _peek(self, cmd, *args):
+        found = await self._command(cmd, *args)
+        return None if found is None else Job(self, found[0], found[1], False)
+
+    async def peek(self, jid: "JobRef") -> "Optional[Job]":
+        """Return the job ``jid`` (not reserved), or None."""
+        return await self._peek("peek", jid)
+
+    async def peek_ready(self) -> "Optional[Job]":
+        """Return the next ready job of the used tube, or None."""
+        return await self._peek("peek-ready")
+
+    async def peek_delayed(self) -> "Optional[Job]":
+        """Return the delayed job of the used tube with the shortest delay left, or None."""
+        return await self._peek("peek-delayed")
+
+    async def peek_buried(self) -> "Optional[Job]":
+        """Return the next buried job of the used tube, or None."""
+        return await self._peek("peek-buried")
+
+    # -- stats and admin --
+
+    async def stats(self) -> "YAMLResult":
+        """Return the server's statistics (a dict with ``parse_yaml=True``)."""
+        return await self._yaml("stats")
+
+    async def stats_tube(self, name: str) -> "YAMLResult":
+        """Return the statistics of the tube ``name``."""
+        return await self._yaml("stats-tube", name)
+
+    async def stats_job(self, jid: "JobRef") -> "YAMLResult":
+        """Return the statistics of the job ``jid``."""
+        return await self._yaml("stats-job", jid)
+
+    async def pause_tube(self, name: str, delay: int) -> None:
+        """Pause the tube ``name`` for ``delay`` seconds (0 unpauses)."""
+        await self._command("pause-tube", name, delay)
+
+    # -- batches --
+
+    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None):
+        """Send each ``(chunks, n)`` window of ``windows`` (waiting while the transport is
+        full), then wait for every reply. Return the per-item entries (as the core's take
+        gives them) and whether any is another reply. A caller cancelled meanwhile leaves
+        its windows' replies to be read and dropped (a put's job reported to on_orphan)."""
+        batches = []
+        try:
+            try:
+                for chunks, n in windows:
+                    if ch._paused:
+                        await ch.writable()
+                    batch = _Batch(self._loop.create_future(), cmd, kind, status, n,
+                                   None if jids_of is None else jids_of(n))
+                    ch.send_batch(chunks, batch)
+                    batches.append(batch)
+            except (SocketError, ProtocolError):
+                raise
+            except Exception as err:    # a bad item, or the caller's iterator failed: the windows sent stand
+                for batch in batches:
+                    await batch.fut
+                _attach(err, [r for b in batches for r in b.results] or None)
+                raise
+            if batches:
+                ch.flush()
+                _give_way()
+            for batch in batches:
+                await batch.fut
+        except BaseException as err:
+            for batch in batches:
+                fut = batch.fut
+                if fut.cancel() or fut.cancelled():
+                    continue    # the replies still due are read and dropped (reported) as they come
+                if fut.exception() is None and not isinstance(err, Exception):
+                    self._orphan_batch(ch, batch)   # the caller was cancelled: its results are orphans
+            if isinstance(err, SocketError):
+                err.results = [r for b in batches for r in b.results]   # what was confirmed: a prefix
+            raise
+        return [r for b in batches for r in b.results], any(b.bad for b in batches)
+
+    def _outcomes(self, cmd, entries, ch=None):
+        out = []
+        for entry in entries:
+            if entry is None or entry.__class__ is int:
+                out.append(entry)
+            elif len(entry) == 2:
+                out.append(Job(self, entry[0], entry[1], True, ch))
+            else:
+                out.append(_outcome(cmd, entry))
+        return out
+
+    async def put_many(self, items: "Iterable[PutItem]", priority: int = DEFAULT_PRIORITY, delay: int = 0,
+                       ttr: int = DEFAULT_TTR) -> "List[int]":
+        """Put many jobs, pipelined; return their ids in order (as the sync ``put_many``)."""
+        core = self._core
+        if isinstance(items, (str, bytes, bytearray, memoryview)):
+            raise InvalidType("put_many takes an iterable of bodies, not a single %s" % type(items).__name__)
+        for value, what in ((priority, "priority"), (delay, "delay"), (ttr, "ttr")):
+            core.check_uint32(value, what)
+        windows = core.put_windows(items, priority, delay, ttr, self._encoding, core.WINDOW_ITEMS)
+        ch = self._channel()
+        try:
+            entries, bad = await self._pipeline(ch, "put", windows, core.KIND_INSERTED, None)
+        except Exception as err:
+            _map_results(err, lambda r: self._outcomes("put", r))
+            raise
+        if not bad:
+            return entries
+        outcomes = self._outcomes("put", entries)
+        raise BatchError(outcomes)
+
+    async def _jobs_many(self, cmd, items, *args):
+        core = self._core
+        template, kinds, statuses = _COMMANDS[cmd]
+        args = tuple([_commands.check_arg(core, kind, value) for kind, value in zip(kinds[1:], args)])
+        items = list(items)
+        jids = [_index_jid(core, item, i) for i, item in enumerate(items)]    # all checked before a byte is sent
+        ok = next(iter(statuses))
+        groups: dict = {}   # channel -> positions of its jobs
+        main = self._channel()
+        for i, jid in enumerate(jids):
+            groups.setdefault(self._held.get(jid) or main, []).append(i)
+        entries: list = [None] * len(jids)
+        bad = False
+
+        async def run(ch, positions):
+            ids = [jids[i] for i in positions]
+            taken = iter(ids)
+            got, worse = await self._pipeline(ch, cmd, core.job_windows(ids, template, args, core.WINDOW_ITEMS),
+                                              core.KIND_STATUS, ok, lambda n: [next(taken) for _ in range(n)])
+            for i, entry in zip(positions, got):
+                entries[i] = entry
+            return worse
+
+        try:
+            if len(groups) == 1:
+                ((ch, positions),) = groups.items()
+                bad = await run(ch, positions)
+            elif groups:
+                bad = any(await asyncio.gather(*[run(ch, positions) for ch, positions in groups.items()]))
+        finally:
+            if cmd != "touch":
+                for item, entry in zip(items, entries):
+                    if isinstance(item, Job) and (entry is None or entry[0] == b"BURIED"):
+                        item.reserved = False
+        if bad:
+            outcomes = self._outcomes(cmd, entries)
+            if any(isinstance(r, BaseException) for r in outcomes):
+                raise BatchError(outcomes)
+
+    async def delete_many(self, jids: "Iterable[JobRef]") -> None:
+        """Delete many jobs (ids or Jobs), pipelined."""
+        await self._jobs_many("delete", jids)
+
+    async def release_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+        """Release many reserved jobs (ids or Jobs), pipelined."""
+        await self._jobs_many("release", jids, priority, delay)
+
+    async def bury_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY) -> None:
+        """Bury many reserved jobs (ids or Jobs), pipelined."""
+        await self._jobs_many("bury", jids, priority)
+
+    async def touch_many(self, jids: "Iterable[JobRef]") -> None:
+        """Touch many reserved jobs (ids or Jobs), pipelined."""
+        await self._jobs_many("touch", jids)
+
+    async def reserve_many(self, n: int, timeout: float = 0) -> "List[Job]":
+        """Reserve up to ``n`` jobs: wait up to ``timeout`` seconds for the first, then take
+        what is ready without waiting. Return a list of Jobs (``[]`` when none came).
+
+        Raises DeadlineSoon when the first reserve reports it (later ones just end the batch).
+        """
+        core = self._core
+        n = core.check_uint32(n, "n")
+        seconds = _commands.check_timeout(core, timeout)
+        jobs: list = []
+        if n == 0:
+            return jobs
+        try:
+            return await self._reserve_many(n, seconds, jobs)
+        except asyncio.CancelledError:
+            for job in jobs:    # already taken for a caller that is gone
+                self._deliver(job._channel, job.jid, job.body_bytes)
+            raise
+
+    async def _reserve_many(self, n, seconds, jobs):
+        core = self._core
+        if seconds:
+            first = await self.reserve(seconds)
+            if first is None:
+                return jobs
+            jobs.append(first)
+        cmd = "reserve-with-timeout"
+        while len(jobs) < n:
+            k = min(n - len(jobs), core.RESERVE_WINDOW)
+            ch = await self._consumer(False)
+            entries, bad = await self._pipeline(ch, cmd, iter([([_RESERVE0 * k], k)]), core.KIND_JOB, None)
+            outcomes = self._outcomes(cmd, entries, ch)
+            got = [r for r in outcomes if isinstance(r, Job)]
+            if not bad:
+                jobs.extend(got)
+                continue
+            if not all(isinstance(r, Job) or r is None or isinstance(r, DeadlineSoon) for r in outcomes):
+                raise BatchError(jobs + outcomes)
+            if not jobs and not got and any(isinstance(r, DeadlineSoon) for r in outcomes):
+                raise DeadlineSoon([])
+            jobs.extend(got)
+            break
+        return jobs
+
+
+class Job(_SyncJob):
+    """A job of an asyncio connection: the sync Job's attributes (``conn``, ``jid``, ``body``,
+    ``body_bytes``, ``reserved``) and coroutines ``delete()``, ``release()``, ``bury()``,
+    ``touch()``, ``kick()``, ``stats()``. A reserved job remembers the channel that reserved
+    it: its commands go there."""
+
+    conn: "Connection"      # type: ignore[assignment]
+
+    def __init__(self, conn: "Connection", jid: int, body: "Optional[Body]", reserved: bool = True,
+                 channel: "Any" = None) -> None:
+        super().__init__(conn, jid, body, reserved)     # type: ignore[arg-type]
+        self._channel = channel
+
+    def __repr__(self) -> str:
+        return "<beanstalkc_fast.aio" + super().__repr__()[len("<beanstalkc_fast"):]
+
+    async def _priority(self):
+        stats = _load_yaml(self.conn._core, await self.conn._command("stats-job", self.jid))
+        return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
+
+    async def delete(self) -> None:     # type: ignore[override]
+        """Delete this job."""
+        await self.conn._job_command("delete", self.jid, ch=self._channel)
+        self.reserved = False
+
+    async def release(self, priority: "Optional[int]" = None, delay: int = 0) -> None:   # type: ignore[override]
+        """Release this job if reserved; ``priority=None`` keeps its current priority."""
+        if self.reserved:
+            priority = await self._priority() if priority is None else priority
+            await self.conn._job_command("release", self.jid, priority, delay, ch=self._channel)
+            self.reserved = False
+
+    async def bury(self, priority: "Optional[int]" = None) -> None:     # type: ignore[override]
+        """Bury this job if reserved; ``priority=None`` keeps its current priority."""
+        if self.reserved:
+            priority = await self._priority() if priority is None else priority
+            await self.conn._job_command("bury", self.jid, priority, ch=self._channel)
+            self.reserved = False
+
+    async def kick(self) -> None:   # type: ignore[override]
+        """Kick this job (buried or delayed) into the ready queue."""
+        await self.conn.kick_job(self.jid)
+
+    async def touch(self) -> None:  # type: ignore[override]
+        """Ask for more time to work on this job, if reserved."""
+        if self.reserved:
+            await self.conn._job_command("touch", self.jid, ch=self._channel)
+
+    async def stats(self) -> "YAMLResult":
+        """Return the statistics of this job."""
+        return await self.conn.stats_job(self.jid)
+
+
+class _Connect:
+    """What ``connect()`` returns: awaitable, and an async context manager."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    async def _go(self):
+        await self._conn.connect()
+        return self._conn
+
+    def __await__(self):
+        return self._go().__await__()
+
+    async def __aenter__(self):
+        return await self._go()
+
+    async def __aexit__(self, exc_type, exc_value, traceback):
+        await self._conn.close()
+
+
+def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "Any" = True,
+            encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = None,
+            socket_timeout: "Optional[float]" = None,
+            on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> "Any":
+    """Connect to beanstalkd: ``conn = await connect(...)`` or ``async with connect(...) as conn:``.
+
+    ``host`` may be a name, an IPv4 or IPv6 address, or a unix socket path (containing ``/`` or
+    starting with ``unix:``). The other arguments are those of ``Connection``.
+    """
+    return _Connect(Connection(host, port, parse_yaml=parse_yaml, encoding=encoding,
+                               connect_timeout=connect_timeout, socket_timeout=socket_timeout,
+                               on_orphan=on_orphan))
+
+
+def _is_unix(host):
+    return isinstance(host, str) and ("/" in host or host.startswith("unix:"))
+
+
+def _current_task():
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _expire(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _ignore(fut):
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _index_jid(core, item, index):
+    try:
+        return core.check_jid(item)
+    except (ValueError, TypeError) as err:
+        raise type(err)("item %d: %s" % (index, err)) from None
+
+
+def _attach(err, results):
+    try:
+        err.results = results
+    except AttributeError:
+        pass
+
+
+def _map_results(err, outcomes):
+    results = getattr(err, "results", None)
+    if isinstance(results, list):
+        _attach(err, outcomes(results))
