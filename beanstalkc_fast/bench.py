@@ -1249,7 +1249,8 @@ def pool_chart(results, meta, path):
     ax.set_xlim(0, max(r["ops_per_s"] for r in results) * 1.35)
     ax.set_xlabel("jobs/s (higher is better)")
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Pool: " + meta["summary"], fontsize=9)
+    import textwrap
+    ax.set_title("\n".join(textwrap.wrap("Pool: " + meta["summary"], 80)), fontsize=9)
     fig.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

@@ -711,24 +711,38 @@ class Pool:
         args = tuple([_commands.check_arg(core, kind, value) for kind, value in zip(kinds[1:], args)])
         ok = next(iter(statuses))
         jobs = list(jobs)
-        targets = []
-        for i, job in enumerate(jobs):      # every item checked before a byte is sent
-            try:
-                targets.append(self._policy.server_of(job))
-            except (InvalidArgument, InvalidType) as err:
-                raise type(err)("item %d: %s" % (i, err)) from None
-        groups = {}
-        outcomes = [None] * len(jobs)
-        for i, (job, (server, jid)) in enumerate(zip(jobs, targets)):
-            conn = job.conn if isinstance(job, Job) else server.conns.consumer or self._conn(server, "consumer")
-            if conn is None or not conn.connected:
-                outcomes[i] = SocketError("the connection of %s to %s is closed" % (job, server.name))
-                continue
-            group = groups.get(id(conn))
-            if group is None:
-                group = groups[id(conn)] = (server, conn, [], [])
-            group[2].append(i)
-            group[3].append(jid)
+        groups: "Dict[int, Any]" = {}
+        outcomes: "List[Any]" = [None] * len(jobs)
+        by_name = self._policy.by_name
+        if jobs and set(map(type, jobs)) == {Job} and set(map(_server_of_job, jobs)) <= by_name.keys():
+            # Jobs of this pool (the batch after a reserve_many): each goes back to its connection
+            for i, job in enumerate(jobs):
+                conn = job.conn
+                group = groups.get(id(conn))
+                if group is None:
+                    if not conn.connected:
+                        outcomes[i] = SocketError("the connection of %r is closed" % (job,))
+                        continue
+                    group = groups[id(conn)] = (by_name[job.server], conn, [], [])
+                group[2].append(i)
+                group[3].append(job)
+        else:
+            targets = []
+            for i, job in enumerate(jobs):      # every item checked before a byte is sent
+                try:
+                    targets.append(self._policy.server_of(job))
+                except (InvalidArgument, InvalidType) as err:
+                    raise type(err)("item %d: %s" % (i, err)) from None
+            for i, (job, (server, jid)) in enumerate(zip(jobs, targets)):
+                conn = job.conn if isinstance(job, Job) else self._conn(server, "consumer")
+                if conn is None or not conn.connected:
+                    outcomes[i] = SocketError("the connection of %s to %s is closed" % (job, server.name))
+                    continue
+                group = groups.get(id(conn))
+                if group is None:
+                    group = groups[id(conn)] = (server, conn, [], [])
+                group[2].append(i)
+                group[3].append(jid)
         kind = core.KIND_STATUS
         work = []
         for server, conn, positions, jids in groups.values():
@@ -886,3 +900,7 @@ def _read_all(proto, n, results, kind, status):
     done = 0
     while done < n:
         done += proto.read_many(n - done, results, kind, status)
+
+
+def _server_of_job(job):
+    return getattr(job, "server", None)

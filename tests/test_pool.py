@@ -60,18 +60,48 @@ class Clock:
         return self.now
 
 
-def drain(server, tube="default"):
-    """{jid: body} of every job on ``server`` (reserved and deleted through a plain connection)."""
+def drain(server, garbled=None):
+    """{jid: body} of every job of the default tube on ``server``, reserved and deleted through a
+    raw socket. A job whose body a binlog torn by kill -9 left without its final CRLF (which a
+    client refuses as a framing error) goes into ``garbled`` (jid: raw bytes) when it is given."""
     jobs = {}
-    with beanstalkc_fast.Connection(server.host, server.port, encoding=None) as c:
-        c.watch(tube)
+    with socket.create_connection((server.host, server.port)) as sock:
+        buf = b""
         while True:
-            got = c.reserve_many(512, 0)
-            if not got:
+            sock.sendall(b"reserve-with-timeout 0\r\n" * 512)
+            got = []
+            replies = 0
+            while replies < 512:
+                eol = buf.find(b"\r\n")
+                if eol < 0:
+                    buf += sock.recv(1 << 20)
+                    continue
+                words = buf[:eol].split()
+                if words[0] == b"RESERVED":
+                    size = int(words[2])
+                    end = eol + 2 + size + 2
+                    while len(buf) < end:
+                        buf += sock.recv(1 << 20)
+                    body = buf[eol + 2:end]
+                    if body.endswith(b"\r\n"):
+                        jobs[int(words[1])] = body[:-2]
+                    else:
+                        assert garbled is not None, "job %s has a torn body %r" % (words[1], body)
+                        garbled[int(words[1])] = body
+                    got.append(int(words[1]))
+                    buf = buf[end:]
+                else:
+                    assert words[0] == b"TIMED_OUT", words
+                    buf = buf[eol + 2:]
+                replies += 1
+            if got:
+                sock.sendall(b"".join(b"delete %d\r\n" % jid for jid in got))
+                while buf.count(b"DELETED\r\n") < len(got):
+                    buf += sock.recv(1 << 20)
+                assert buf == b"DELETED\r\n" * len(got), buf[:100]
+                buf = b""
+            if len(got) < 512:
                 return jobs
-            for job in got:
-                jobs[job.jid] = job.body
-            c.delete_many(got)
 
 
 # -- policy, no server --
@@ -451,12 +481,14 @@ def test_kill9_during_put_many_then_restart(make_pool, servers):
     assert ambiguous and all(results[i].server == addr(victim) for i in ambiguous)
     assert any(r.server == addr(victim) for r in acked.values())
     victim.start()      # the same port, the same binlog
-    on_server = {addr(s): drain(s) for s in servers}
+    garbled = {}    # beanstalkd 1.12 may restore the job it was writing when killed with a torn body
+    on_server = {addr(s): drain(s, garbled if s is victim else None) for s in servers}
     for i, ref in acked.items():
         assert on_server[ref.server][ref.jid] == b"job-%06d" % i      # 0 acknowledged jobs lost
     bodies = collections.Counter(b for jobs in on_server.values() for b in jobs.values())
     assert max(bodies.values()) == 1                                    # 0 duplicates
     assert len(bodies) - len(acked) <= len(ambiguous)
+    assert len(garbled) <= 1 and not any(r.server == addr(victim) and r.jid in garbled for r in acked.values())
     # the restarted server is taken back
     assert addr(victim) in {pool.put("after").server for _ in range(6)}
     assert pool.servers_status()[addr(victim)]["up"]
@@ -479,7 +511,8 @@ def test_kill9_during_put_many_at_least_once(make_pool, servers):
     refs = pool.put_many(items())
     assert len(refs) == total and all(isinstance(r, JobRef) for r in refs)
     victim.start()
-    on_server = {addr(s): drain(s) for s in servers}
+    garbled = {}
+    on_server = {addr(s): drain(s, garbled if s is victim else None) for s in servers}
     for i, ref in enumerate(refs):
         assert on_server[ref.server][ref.jid] == b"job-%06d" % i
     bodies = collections.Counter(b for jobs in on_server.values() for b in jobs.values())
