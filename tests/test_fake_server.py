@@ -559,7 +559,8 @@ def test_a_protocol_error_fails_the_callers_behind_it(impl, monkeypatch):
             t.start()
             threads.append(t)
             deadline = time.monotonic() + GUARD
-            while len(c._queue) < i + 1:    # each put is on the wire before the next starts
+            # each put is on the wire before the next starts (after the sixth, the replies come)
+            while len(c._queue) < i + 1 and not arrived.is_set():
                 assert time.monotonic() < deadline
                 time.sleep(0.001)
         for t in threads:
