@@ -40,7 +40,7 @@ from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TT
 from .connection import Job as _SyncJob, _backend_name, _load_yaml
 from .exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
-__all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
+__all__ = ["connect", "Connection", "Job", "Pool", "JobRef", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -1138,3 +1138,14 @@ def _map_results(err, outcomes):
     results = getattr(err, "results", None)
     if isinstance(results, list):
         _attach(err, outcomes(results))
+
+
+def __getattr__(name):
+    # aio.Pool (and JobRef) on first use: the pool's policy costs import time a plain client does not need.
+    if name == "Pool":
+        from ._aiopool import Pool
+        return Pool
+    if name == "JobRef":
+        from ._poolpolicy import JobRef
+        return JobRef
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
