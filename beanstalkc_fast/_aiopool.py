@@ -286,7 +286,8 @@ class Pool:
         for value, what in ((priority, "priority"), (delay, "delay"), (ttr, "ttr")):
             core.check_uint32(value, what)
         policy = self._policy
-        refusal = error = None
+        refusal: "Any" = None
+        error = None
         for server in policy.put_order(key):
             if key is None:
                 policy.put_done(server)     # now, so that concurrent puts go round-robin too

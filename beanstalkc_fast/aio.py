@@ -40,7 +40,7 @@ from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TT
 from .connection import Job as _SyncJob, _backend_name, _load_yaml
 from .exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
-__all__ = ["connect", "Connection", "Job", "Pool", "JobRef", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
+__all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

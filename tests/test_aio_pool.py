@@ -75,21 +75,28 @@ async def off_loop(fn, *args):
 
 
 def drain(server):
-    """{jid: body} of every job of the default tube on ``server`` (reserved and deleted). A job
-    whose body a binlog torn by kill -9 left unreadable counts under the key None."""
+    """{jid: body} of every job of the default tube on ``server``, reserved (pipelined windows)
+    and deleted through a raw socket. A job whose body a binlog torn by kill -9 left without its
+    final CRLF counts under the key None."""
     jobs = {}
     with socket.create_connection((server.host, server.port)) as sock:
         f = sock.makefile("rb")
         while True:
-            sock.sendall(b"reserve-with-timeout 0\r\n")
-            words = f.readline().split()
-            if words[0] == b"TIMED_OUT":
+            sock.sendall(b"reserve-with-timeout 0\r\n" * 512)
+            got = []
+            for _ in range(512):
+                words = f.readline().split()
+                if words[0] == b"TIMED_OUT":
+                    continue
+                assert words[0] == b"RESERVED", words
+                body = f.read(int(words[2]) + 2)
+                jobs[int(words[1]) if body.endswith(b"\r\n") else None] = body[:-2]
+                got.append(words[1])
+            sock.sendall(b"".join(b"delete %s\r\n" % jid for jid in got))
+            for _ in got:
+                assert f.readline() == b"DELETED\r\n"
+            if len(got) < 512:
                 return jobs
-            assert words[0] == b"RESERVED", words
-            body = f.read(int(words[2]) + 2)
-            jobs[int(words[1]) if body.endswith(b"\r\n") else None] = body[:-2]
-            sock.sendall(b"delete %s\r\n" % words[1])
-            assert f.readline() == b"DELETED\r\n"
 
 
 # -- routing --
