@@ -751,14 +751,25 @@ class Pool:
         _, kinds, _ = _commands.COMMANDS[cmd]
         args = tuple([_commands.check_arg(core, kind, value) for kind, value in zip(kinds[1:], args)])
         jobs = list(jobs)
-        targets = []
-        for i, job in enumerate(jobs):      # every item checked before a byte is sent
-            try:
-                targets.append(self._policy.server_of(job))
-            except (InvalidArgument, InvalidType) as err:
-                raise type(err)("item %d: %s" % (i, err)) from None
         outcomes: "List[Any]" = [None] * len(jobs)
         groups: "Dict[int, Any]" = {}
+        by_name = self._policy.by_name
+        if jobs and set(map(type, jobs)) == {aio.Job} and set(map(_server_of_job, jobs)) <= by_name.keys():
+            # Jobs of this pool (the batch after a reserve_many): each goes back to its connection
+            for i, job in enumerate(jobs):
+                group = groups.get(id(job.conn))
+                if group is None:
+                    group = groups[id(job.conn)] = (by_name[job.server], job.conn, [], [])
+                group[2].append(i)
+                group[3].append(job)
+            targets = []
+        else:
+            targets = []
+            for i, job in enumerate(jobs):      # every item checked before a byte is sent
+                try:
+                    targets.append(self._policy.server_of(job))
+                except (InvalidArgument, InvalidType) as err:
+                    raise type(err)("item %d: %s" % (i, err)) from None
         for i, (job, (server, jid)) in enumerate(zip(jobs, targets)):
             if isinstance(job, aio.Job):
                 conn, item = job.conn, job      # a Job goes back to its own connection
@@ -774,7 +785,7 @@ class Pool:
                 group = groups[id(conn)] = (server, conn, [], [])
             group[2].append(i)
             group[3].append(item)
-        work = list(groups.values())
+        work = [group for group in groups.values() if group[1].connected or _fail(group, outcomes)]
         results = await asyncio.gather(*[conn._jobs_many(cmd, items, *args) for _, conn, _, items in work],
                                        return_exceptions=True)
         for (server, conn, positions, _), result in zip(work, results):
@@ -889,6 +900,18 @@ class Pool:
             paused = True
         if not paused:
             raise CommandFailed("pause-tube", "NOT_FOUND", [])
+
+
+def _server_of_job(job):
+    return getattr(job, "server", None)
+
+
+def _fail(group, outcomes):
+    """A group whose connection is closed: each of its items gets a SocketError, none is sent."""
+    server, conn, positions, _ = group
+    for p in positions:
+        outcomes[p] = SocketError("the connection of this job to %s is closed" % server.name)
+    return False
 
 
 def _stale(conn):
