@@ -220,6 +220,60 @@ def test_kill9_during_put_many_then_restart(arun, servers):
     arun(main(), timeout=120)
 
 
+def test_kill9_during_put_many_at_least_once(arun, servers):
+    """With at_least_once=True the puts in flight to the killed server go elsewhere: every item
+    gets a JobRef that exists; a job may exist twice (at most the ones that were in flight)."""
+    async def main():
+        async with aio.Pool(addrs(servers), retry_after=0.0, at_least_once=True) as pool:
+            pool._policy._put_next = 0
+            victim = servers[0]
+            total = 30000
+
+            def items():
+                for i in range(total):
+                    if i == 12000:
+                        victim.stop(kill=True)
+                    yield b"job-%06d" % i
+
+            refs = await pool.put_many(items())
+            assert len(refs) == total and all(isinstance(r, JobRef) for r in refs)
+            victim.start()
+            on_server = {addr(s): drain(s) for s in servers}
+            for i, ref in enumerate(refs):
+                assert on_server[ref.server][ref.jid] == b"job-%06d" % i
+            bodies = collections.Counter(b for jobs in on_server.values() for jid, b in jobs.items() if jid)
+            assert len(bodies) == total and max(bodies.values()) <= 2
+    arun(main(), timeout=120)
+
+
+def test_cancelled_put_many_reports_every_job(arun, servers):
+    """A put_many cancelled midway: every job it put is reported to on_orphan (as a JobRef),
+    those answered before the cancellation and those answered after."""
+    def ready():
+        total = 0
+        for s in servers:
+            with s.connect() as c:
+                total += c.stats()["current-jobs-ready"]
+        return total
+
+    async def main():
+        orphans = []
+        async with aio.Pool(addrs(servers), on_orphan=lambda cmd, ref: orphans.append(ref)) as pool:
+            task = asyncio.ensure_future(pool.put_many([b"o"] * 200000))
+            await until(lambda: ready() > 0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            conns = [s.conns.producer for s in pool._policy.servers]
+            await until(lambda: not any(c._main._fifo for c in conns))     # every reply read
+            assert len(orphans) == ready()
+            assert 0 < len(orphans) < 200000 and len(set(orphans)) == len(orphans)
+            assert all(isinstance(r, JobRef) for r in orphans)
+            ref = await pool.put("after")       # the pool goes on: no stream was desynced
+            assert (await pool.peek(ref)).body == "after"
+    arun(main())
+
+
 # -- reserves --
 
 def test_reserve_fairness_and_batches(arun, servers, tube):
