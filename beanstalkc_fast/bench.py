@@ -32,8 +32,8 @@ the proxy's own work); its CPU is reported per job and subtracted from the in-pr
 clients' CPU. Job counts shrink with the round trip so a run stays short.
 
 ``--pool`` runs the pool comparison instead: ``put_many`` and ``reserve_many`` + ``delete_many``
-through one ``Connection`` to one server against a ``Pool`` of ``--pool-servers`` (default 2)
-servers, each server pinned to its own CPU and the client unpinned (one server, on an unpinned
+through one ``Connection`` to one server against a ``Pool`` (and an ``aio.Pool`` on the stock
+loop) of ``--pool-servers`` (default 2) servers, each server pinned to its own CPU and the client unpinned (one server, on an unpinned
 client, idles while the client waits for its replies; several servers overlap those waits).
 """
 import argparse
