@@ -332,7 +332,9 @@ class Pool:
         """
         policy = self._policy
         order = policy.batch_order()
-        conns = await asyncio.gather(*[self._conn(s, "producer") for s in order])
+        conns = [s.conns.producer for s in order]
+        if not all(c is not None and c.connected and not _stale(c) for c in conns):
+            conns = await asyncio.gather(*[self._conn(s, "producer") for s in order])
         lanes = [_Lane(s, c) for s, c in zip(order, conns) if c is not None]
         core = self._core
         plan = PutPlan(core, items, priority, delay, ttr, self._encoding, core.WINDOW_ITEMS, len(lanes),
@@ -405,8 +407,14 @@ class Pool:
             if not sent:
                 return error
             _give_way()     # let a server on this CPU answer the windows whole
-            await asyncio.wait([lane.inflight[0][1].fut for lane in lanes if lane.inflight],
-                               return_when=asyncio.FIRST_COMPLETED)
+            oldest = [lane.inflight[0][1].fut for lane in lanes if lane.inflight]
+            if len(oldest) > 1:
+                await asyncio.wait(oldest, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                try:
+                    await oldest[0]
+                except Exception:
+                    pass        # settled below
             for lane in lanes:
                 while lane.inflight and lane.inflight[0][1].fut.done():
                     unit, batch = lane.inflight.pop(0)
@@ -614,7 +622,9 @@ class Pool:
         """Up to ``n`` ready jobs: a reserve_many on every server at once; servers that gave a
         full share get the rest."""
         order = self._policy.reserve_order()
-        conns = await asyncio.gather(*[self._conn(s, "consumer") for s in order])
+        conns = [s.conns.consumer for s in order]
+        if not all(c is not None and c.connected and not _stale(c) for c in conns):
+            conns = await asyncio.gather(*[self._conn(s, "consumer") for s in order])
         live = [(s, c) for s, c in zip(order, conns) if c is not None]
         if live:
             self._policy.reserved_from(live[0][0])     # the next batch's rest goes to another server
@@ -786,8 +796,14 @@ class Pool:
             group[2].append(i)
             group[3].append(item)
         work = [group for group in groups.values() if group[1].connected or _fail(group, outcomes)]
-        results = await asyncio.gather(*[conn._jobs_many(cmd, items, *args) for _, conn, _, items in work],
-                                       return_exceptions=True)
+        if len(work) == 1:      # one connection: no task needed
+            try:
+                results: "List[Any]" = [await work[0][1]._jobs_many(cmd, work[0][3], *args)]
+            except Exception as err:
+                results = [err]
+        else:
+            results = await asyncio.gather(*[conn._jobs_many(cmd, items, *args) for _, conn, _, items in work],
+                                           return_exceptions=True)
         for (server, conn, positions, _), result in zip(work, results):
             if isinstance(result, BatchError):
                 for p, outcome in zip(positions, result.results):
