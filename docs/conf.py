@@ -1,0 +1,58 @@
+"""Sphinx configuration: guides in Markdown (MyST), the reference by autodoc from the docstrings.
+
+Build with ``make docs`` (warnings are errors). The guides' examples run against a real
+beanstalkd in ``tests/test_docs.py``.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))   # the checkout's package (a fresh clone needs no install)
+
+import beanstalkc_fast  # noqa: E402
+
+project = "beanstalkc_fast"
+copyright = "beanstalkc_fast developers"
+release = version = beanstalkc_fast.__version__
+
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "myst_parser"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
+myst_heading_anchors = 3
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+# With -n every cross-reference must resolve. The build is offline (no intersphinx), so names of
+# the standard library are not links; Body, PutItem, AnyJob and YAMLResult are the annotations'
+# aliases, spelled out in api/index.
+nitpick_ignore_regex = [
+    ("py:class", r"(Body|PutItem|AnyJob|YAMLResult|Any|.*\._[A-Za-z]\w*)"),
+]
+html_theme = "alabaster"
+html_title = "beanstalkc_fast %s" % release
+
+
+# Every public name must be in the reference: a name of a module's __all__ that autodoc did not
+# document is a warning, hence an error with -W.
+PUBLIC = {
+    "beanstalkc_fast": None,
+    "beanstalkc_fast.aio": None,
+    "beanstalkc_fast.testing": None,
+}
+
+
+def _check_public(app, env):
+    import importlib
+    from sphinx.util import logging
+    log = logging.getLogger(__name__)
+    documented = set(env.get_domain("py").objects)
+    for modname in PUBLIC:
+        mod = importlib.import_module(modname)
+        for name in mod.__all__:
+            full = "%s.%s" % (modname, name)
+            same = getattr(beanstalkc_fast, name, None) is getattr(mod, name)
+            if full not in documented and not (same and "beanstalkc_fast." + name in documented):
+                log.warning("public name %s is not in the API reference", full)
+
+
+def setup(app):
+    app.connect("env-check-consistency", _check_public)
