@@ -18,8 +18,8 @@ test-wheel:  ## build a wheel, install it in a fresh virtualenv, run the tests f
 bench:  ## install into .venv and run the benchmark
 	bash scripts/demo.sh
 
-docs:   ## build the documentation site into docs/_build/html; a warning is an error (needs the docs extra)
-	$(PYTHON) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+docs:   ## build the documentation site into docs/_build/html, warnings as errors (PYTHON= one with the docs extra)
+	bash scripts/docs.sh
 
 check-packaging:  ## sdist, wheel contents, no-compiler install, workflow syntax, cibuildwheel plan
 	bash scripts/check_packaging.sh
