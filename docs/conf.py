@@ -20,12 +20,13 @@ exclude_patterns = ["_build"]
 myst_heading_anchors = 3
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+autodoc_preserve_defaults = True    # DEFAULT_PRIORITY, not 2147483648
 autodoc_default_options = {"members": True, "show-inheritance": True}
 # With -n every cross-reference must resolve. The build is offline (no intersphinx), so names of
 # the standard library are not links; Body, PutItem, AnyJob and YAMLResult are the annotations'
 # aliases, spelled out in api/index.
 nitpick_ignore_regex = [
-    ("py:class", r"(Body|PutItem|AnyJob|YAMLResult|Any|.*\._[A-Za-z]\w*)"),
+    ("py:class", r"(Body|PutItem|JobId|AnyJob|YAMLResult|Any|.*\._[A-Za-z]\w*)"),
 ]
 html_theme = "alabaster"
 html_title = "beanstalkc_fast %s" % release
@@ -54,5 +55,24 @@ def _check_public(app, env):
                 log.warning("public name %s is not in the API reference", full)
 
 
+# A constant re-exported by the package has no docstring of its own (autodoc would show int's or
+# str's): its documentation is the ``#:`` comment where it is defined.
+DEFINED_IN = ["beanstalkc_fast", "beanstalkc_fast.connection", "beanstalkc_fast._backend"]
+
+
+def _data_doc(app, what, name, obj, options, lines):
+    if what != "data":
+        return
+    from sphinx.pycode import ModuleAnalyzer
+    attr = name.rsplit(".", 1)[-1]
+    for modname in DEFINED_IN:
+        doc = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", attr))
+        if doc:
+            lines[:] = list(doc)
+            return
+    lines[:] = []
+
+
 def setup(app):
     app.connect("env-check-consistency", _check_public)
+    app.connect("autodoc-process-docstring", _data_doc)

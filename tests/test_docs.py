@@ -11,7 +11,6 @@ object (the server of ``localhost:11300``).
 import asyncio
 import inspect
 import linecache
-import os
 import pathlib
 import re
 import socket
