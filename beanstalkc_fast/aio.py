@@ -37,7 +37,7 @@ from collections import deque
 from . import _backend, _commands
 from ._commands import COMMANDS as _COMMANDS, outcome as _outcome, result as _result
 from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR
-from .connection import Job as _SyncJob, _backend_name, _load_yaml
+from .connection import Job as _SyncJob, _backend_name, _check_options, _load_yaml
 from .exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
 __all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
@@ -338,12 +338,9 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
                  connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
                  on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
-        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
-            raise InvalidType("parse_yaml must be True, False or a callable")
+        _check_options(parse_yaml, encoding)
         if on_orphan is not None and not callable(on_orphan):
             raise InvalidType("on_orphan must be a callable or None")
-        if encoding is not None:
-            "".encode(encoding)     # LookupError now rather than at the first put
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml

@@ -82,10 +82,7 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
                  *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None) -> None:
-        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
-            raise InvalidType("parse_yaml must be True, False or a callable")
-        if encoding is not None:
-            "".encode(encoding)     # LookupError now rather than at the first put
+        _check_options(parse_yaml, encoding)
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -697,6 +694,14 @@ class Connection:
                 return jobs
             raise
         return [Job(self, jid, body, True) for jid, body in results]
+
+
+def _check_options(parse_yaml, encoding):
+    """Check the options every client takes, before anything connects."""
+    if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
+        raise InvalidType("parse_yaml must be True, False or a callable")
+    if encoding is not None:
+        "".encode(encoding)     # LookupError now rather than at the first put
 
 
 def _backend_name(core):
