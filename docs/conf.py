@@ -73,6 +73,26 @@ def _data_doc(app, what, name, obj, options, lines):
     lines[:] = []
 
 
+def _cli_help():
+    """Every ``--help`` of the command line, from its own parser."""
+    import argparse
+    from docutils import nodes
+    from sphinx.util.docutils import SphinxDirective
+    from beanstalkc_fast import cli
+
+    class CliHelp(SphinxDirective):
+        def run(self):
+            os.environ["COLUMNS"] = "100"   # argparse wraps to the terminal's width
+            parser = cli.build_parser()
+            texts = [parser.format_help()]
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    texts += [p.format_help() for p in action.choices.values()]
+            return [nodes.literal_block(text, text) for text in texts]
+    return CliHelp
+
+
 def setup(app):
+    app.add_directive("cli-help", _cli_help())
     app.connect("env-check-consistency", _check_public)
     app.connect("autodoc-process-docstring", _data_doc)
