@@ -9,6 +9,7 @@ from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TT
 from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
                          InvalidType, ProtocolError, PutAmbiguous, SocketError, UnexpectedResponse)
 
+#: The package's version.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -12,7 +12,7 @@ import select
 from . import _commands, aio
 from ._poolpolicy import JobRef, Policy, PutPlan, REFUSALS, kick_shares, merge_stats, split
 from .aio import _Batch, _default_orphan, _give_way
-from .connection import DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, _load_yaml
+from .connection import DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, _check_options, _load_yaml
 from .exceptions import (BatchError, CommandFailed, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError,
                          PutAmbiguous, SocketError, UnexpectedResponse)
 
@@ -107,12 +107,9 @@ class Pool:
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
                  at_least_once: bool = False, on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
-        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
-            raise InvalidType("parse_yaml must be True, False or a callable")
+        _check_options(parse_yaml, encoding)
         if on_orphan is not None and not callable(on_orphan):
             raise InvalidType("on_orphan must be a callable or None")
-        if encoding is not None:
-            "".encode(encoding)
         self._policy = Policy(servers, failure_limit, retry_after, bool(at_least_once))
         self._parse_yaml = parse_yaml
         self._encoding = encoding

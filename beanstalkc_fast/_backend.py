@@ -28,6 +28,7 @@ if _compiled is None:
     from . import _pyprotocol as impl   # imported only when needed: it costs import time
 else:
     impl = _compiled
+#: The protocol core in use: ``'cython'`` (compiled) or ``'python'`` (its pure-Python twin).
 BACKEND = "cython" if _compiled is not None else "python"
 
 Protocol = impl.Protocol

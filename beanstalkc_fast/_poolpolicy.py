@@ -52,10 +52,12 @@ class JobRef(tuple):
 
     @property
     def server(self) -> str:
+        """The name of the job's server."""
         return self[0]
 
     @property
     def jid(self) -> int:
+        """The job's id on that server."""
         return self[1]
 
     def __str__(self) -> str:

@@ -37,7 +37,7 @@ from collections import deque
 from . import _backend, _commands
 from ._commands import COMMANDS as _COMMANDS, outcome as _outcome, result as _result
 from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR
-from .connection import Job as _SyncJob, _backend_name, _load_yaml
+from .connection import Job as _SyncJob, _backend_name, _check_options, _load_yaml
 from .exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
 __all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
@@ -45,7 +45,7 @@ __all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFA
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, List, Optional, Union
-    from .connection import Body, JobRef, PutItem, YAMLResult
+    from .connection import Body, JobId, PutItem, YAMLResult
 
 _RESERVE0 = b"reserve-with-timeout 0\r\n"
 # As the blocking driver does, yield the CPU after writing a batch, so that a server on the same CPU
@@ -338,12 +338,9 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
                  connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
                  on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
-        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
-            raise InvalidType("parse_yaml must be True, False or a callable")
+        _check_options(parse_yaml, encoding)
         if on_orphan is not None and not callable(on_orphan):
             raise InvalidType("on_orphan must be a callable or None")
-        if encoding is not None:
-            "".encode(encoding)     # LookupError now rather than at the first put
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -730,7 +727,7 @@ class Connection:
             if timer is not None:
                 timer.cancel()
 
-    async def reserve_job(self, jid: "JobRef") -> "Job":
+    async def reserve_job(self, jid: "JobId") -> "Job":
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
         data = _commands.encode(self._core, "reserve-job", jid)
         ch = await self._consumer(False)
@@ -778,19 +775,19 @@ class Connection:
         reply = await self._call(ch, data, cmd, jid if cmd in _ENDS_RESERVATION else None)
         return _result(cmd, reply)
 
-    async def delete(self, jid: "JobRef") -> None:
+    async def delete(self, jid: "JobId") -> None:
         """Delete the job ``jid``."""
         await self._job_command("delete", jid)
 
-    async def release(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+    async def release(self, jid: "JobId", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
         await self._job_command("release", jid, priority, delay)
 
-    async def bury(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY) -> None:
+    async def bury(self, jid: "JobId", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury the reserved job ``jid``."""
         await self._job_command("bury", jid, priority)
 
-    async def touch(self, jid: "JobRef") -> None:
+    async def touch(self, jid: "JobId") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
         await self._job_command("touch", jid)
 
@@ -798,7 +795,7 @@ class Connection:
         """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
         return await self._command("kick", bound)
 
-    async def kick_job(self, jid: "JobRef") -> None:
+    async def kick_job(self, jid: "JobId") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
         await self._command("kick-job", jid)
 
@@ -806,7 +803,7 @@ class Connection:
         found = await self._command(cmd, *args)
         return None if found is None else Job(self, found[0], found[1], False)
 
-    async def peek(self, jid: "JobRef") -> "Optional[Job]":
+    async def peek(self, jid: "JobId") -> "Optional[Job]":
         """Return the job ``jid`` (not reserved), or None."""
         return await self._peek("peek", jid)
 
@@ -832,7 +829,7 @@ class Connection:
         """Return the statistics of the tube ``name``."""
         return await self._yaml("stats-tube", name)
 
-    async def stats_job(self, jid: "JobRef") -> "YAMLResult":
+    async def stats_job(self, jid: "JobId") -> "YAMLResult":
         """Return the statistics of the job ``jid``."""
         return await self._yaml("stats-job", jid)
 
@@ -951,19 +948,19 @@ class Connection:
             if any(isinstance(r, BaseException) for r in outcomes):
                 raise BatchError(outcomes)
 
-    async def delete_many(self, jids: "Iterable[JobRef]") -> None:
+    async def delete_many(self, jids: "Iterable[JobId]") -> None:
         """Delete many jobs (ids or Jobs), pipelined."""
         await self._jobs_many("delete", jids)
 
-    async def release_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+    async def release_many(self, jids: "Iterable[JobId]", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release many reserved jobs (ids or Jobs), pipelined."""
         await self._jobs_many("release", jids, priority, delay)
 
-    async def bury_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY) -> None:
+    async def bury_many(self, jids: "Iterable[JobId]", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury many reserved jobs (ids or Jobs), pipelined."""
         await self._jobs_many("bury", jids, priority)
 
-    async def touch_many(self, jids: "Iterable[JobRef]") -> None:
+    async def touch_many(self, jids: "Iterable[JobId]") -> None:
         """Touch many reserved jobs (ids or Jobs), pipelined."""
         await self._jobs_many("touch", jids)
 

@@ -20,12 +20,17 @@ if TYPE_CHECKING:   # annotations are strings, for mypy only: typing (or __futur
     from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
     Body = Union[str, bytes, bytearray, memoryview]
     PutItem = Union[Body, Tuple[Body], Tuple[Body, int], Tuple[Body, int, int], Tuple[Body, int, int, int]]
-    JobRef = Union[int, "Job"]
+    JobId = Union[int, "Job"]   # a job id or a Job (the pool's JobRef is another thing)
     YAMLResult = Any   # dict / list with parse_yaml=True, str with False, whatever a callable returns
 
+#: The server a ``Connection`` connects to when no host is given.
 DEFAULT_HOST = "localhost"
+#: beanstalkd's port.
 DEFAULT_PORT = 11300
+#: A job's priority when none is given (0 is the most urgent, ``2**32 - 1`` the least).
 DEFAULT_PRIORITY = 2 ** 31
+#: A job's time to run when none is given: seconds a reserved job may stay reserved before the
+#: server releases it.
 DEFAULT_TTR = 120
 
 _SOCKET_DEFAULT = object()
@@ -77,10 +82,7 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
                  *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None) -> None:
-        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
-            raise InvalidType("parse_yaml must be True, False or a callable")
-        if encoding is not None:
-            "".encode(encoding)     # LookupError now rather than at the first put
+        _check_options(parse_yaml, encoding)
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -479,7 +481,7 @@ class Connection:
                 return None
         return Job(self, reply[0], reply[1], True)
 
-    def reserve_job(self, jid: "JobRef") -> "Job":
+    def reserve_job(self, jid: "JobId") -> "Job":
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
         reserved, body = self._command("reserve-job", jid)
         return Job(self, reserved, body, True)
@@ -515,21 +517,21 @@ class Connection:
 
     # delete/touch/kick-job: the core reads a bare success as None
 
-    def delete(self, jid: "JobRef") -> None:
+    def delete(self, jid: "JobId") -> None:
         """Delete the job ``jid``."""
         reply = self._pipe(self._core.encode_job(b"delete", jid), "read_status", b"DELETED")
         if reply is not None:
             _result("delete", reply)
 
-    def release(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+    def release(self, jid: "JobId", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release the reserved job ``jid`` back to the ready (or delayed) queue."""
         self._command("release", jid, priority, delay)
 
-    def bury(self, jid: "JobRef", priority: int = DEFAULT_PRIORITY) -> None:
+    def bury(self, jid: "JobId", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury the reserved job ``jid``."""
         self._command("bury", jid, priority)
 
-    def touch(self, jid: "JobRef") -> None:
+    def touch(self, jid: "JobId") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
         reply = self._pipe(self._core.encode_job(b"touch", jid), "read_status", b"TOUCHED")
         if reply is not None:
@@ -539,7 +541,7 @@ class Connection:
         """Kick at most ``bound`` buried (else delayed) jobs of the used tube; return how many."""
         return self._command("kick", bound)
 
-    def kick_job(self, jid: "JobRef") -> None:
+    def kick_job(self, jid: "JobId") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
         reply = self._pipe(self._core.encode_job(b"kick-job", jid), "read_status", b"KICKED")
         if reply is not None:
@@ -549,7 +551,7 @@ class Connection:
         found = self._command(cmd, *args)
         return None if found is None else Job(self, found[0], found[1], False)
 
-    def peek(self, jid: "JobRef") -> "Optional[Job]":
+    def peek(self, jid: "JobId") -> "Optional[Job]":
         """Return the job ``jid`` (not reserved), or None."""
         return self._peek("peek", jid)
 
@@ -575,7 +577,7 @@ class Connection:
         """Return the statistics of the tube ``name``."""
         return self._yaml("stats-tube", name)
 
-    def stats_job(self, jid: "JobRef") -> "YAMLResult":
+    def stats_job(self, jid: "JobId") -> "YAMLResult":
         """Return the statistics of the job ``jid``."""
         return self._yaml("stats-job", jid)
 
@@ -653,19 +655,19 @@ class Connection:
                     if isinstance(item, Job) and (result is None or result[0] == b"BURIED"):
                         item.reserved = False
 
-    def delete_many(self, jids: "Iterable[JobRef]") -> None:
+    def delete_many(self, jids: "Iterable[JobId]") -> None:
         """Delete many jobs (ids or Jobs), pipelined."""
         self._jobs_many("delete", jids)
 
-    def release_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
+    def release_many(self, jids: "Iterable[JobId]", priority: int = DEFAULT_PRIORITY, delay: int = 0) -> None:
         """Release many reserved jobs (ids or Jobs), pipelined."""
         self._jobs_many("release", jids, priority, delay)
 
-    def bury_many(self, jids: "Iterable[JobRef]", priority: int = DEFAULT_PRIORITY) -> None:
+    def bury_many(self, jids: "Iterable[JobId]", priority: int = DEFAULT_PRIORITY) -> None:
         """Bury many reserved jobs (ids or Jobs), pipelined."""
         self._jobs_many("bury", jids, priority)
 
-    def touch_many(self, jids: "Iterable[JobRef]") -> None:
+    def touch_many(self, jids: "Iterable[JobId]") -> None:
         """Touch many reserved jobs (ids or Jobs), pipelined."""
         self._jobs_many("touch", jids)
 
@@ -692,6 +694,14 @@ class Connection:
                 return jobs
             raise
         return [Job(self, jid, body, True) for jid, body in results]
+
+
+def _check_options(parse_yaml, encoding):
+    """Check the options every client takes, before anything connects."""
+    if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
+        raise InvalidType("parse_yaml must be True, False or a callable")
+    if encoding is not None:
+        "".encode(encoding)     # LookupError now rather than at the first put
 
 
 def _backend_name(core):
@@ -756,6 +766,8 @@ class Job:
 
     @property
     def body(self) -> "Union[str, bytes, None]":
+        """The body, decoded with the connection's encoding on first access (``bytes`` with
+        ``encoding=None``); raises ``UnicodeDecodeError`` when it does not decode."""
         if self._body is _UNDECODED:
             encoding = getattr(self.conn, "_encoding", "utf-8")
             self._body = self.body_bytes if encoding is None else self.body_bytes.decode(encoding)  # type: ignore

@@ -12,7 +12,7 @@ import time
 
 from . import _commands
 from ._poolpolicy import JobRef, Policy, PutPlan, REFUSALS, kick_shares, merge_stats, split
-from .connection import DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, Connection, Job, _load_yaml
+from .connection import DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, Connection, Job, _check_options, _load_yaml
 from .exceptions import (BatchError, CommandFailed, InvalidArgument, InvalidType, ProtocolError, SocketError,
                          UnexpectedResponse)
 
@@ -89,10 +89,7 @@ class Pool:
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
                  at_least_once: bool = False) -> None:
-        if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
-            raise InvalidType("parse_yaml must be True, False or a callable")
-        if encoding is not None:
-            "".encode(encoding)
+        _check_options(parse_yaml, encoding)
         self._policy = Policy(servers, failure_limit, retry_after, bool(at_least_once))
         self._parse_yaml = parse_yaml
         self._encoding = encoding

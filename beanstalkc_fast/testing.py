@@ -69,6 +69,7 @@ class BeanstalkdServer:
 
     @property
     def running(self):
+        """Whether the beanstalkd process is running."""
         return self.process is not None and self.process.poll() is None
 
     def start(self, timeout=10.0):

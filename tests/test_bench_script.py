@@ -112,3 +112,20 @@ def test_pool_comparison_runs(tmp_path):
         for client in ("one server (Connection)", "Pool of 1", "Pool of 2"):
             assert (row, client) in got
     assert all(r["vs_one"] > 0 and r["cpu_us_per_op"] >= 0 for r in data["results"])
+
+
+def test_threads_benchmark_reports_every_count_and_core(tmp_path):
+    """benchmarks/threads.py (threads sharing one connection) runs end to end, tiny, with --rtt too."""
+    import os
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "threads.py")
+    if not os.path.exists(script):
+        pytest.skip("benchmarks/ is not shipped with the installed package")
+    for extra in ([], ["--rtt", "2"]):
+        md = tmp_path / "threads.md"
+        proc = subprocess.run([sys.executable, script, "--threads", "1,3", "--puts", "60", "--repeat", "1",
+                               "--markdown", str(md)] + extra, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = [line for line in md.read_text().splitlines() if line.startswith("| 1 ") or line.startswith("| 3 ")]
+        cores = 2 if bench._backend._load_compiled() else 1
+        assert len(rows) == 2 * cores, md.read_text()
+        assert all("-" not in row.split("|")[3] for row in rows)    # every shared figure measured

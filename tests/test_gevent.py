@@ -96,17 +96,23 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("lib", ["gevent", "eventlet"])
-def test_reserve_in_greenlets(impl, beanstalkd, tube, lib, tmp_path):
+def run_green(lib, body, tmp_path, *argv):
+    """Run ``body`` in a fresh interpreter patched by ``lib``, with SPAWN's helpers; return the process."""
     pytest.importorskip(lib, reason="%s is not installed" % lib)
     script = tmp_path / ("green_%s.py" % lib)
-    script.write_text(PATCH[lib] + "\n" + SPAWN[lib] + SCRIPT)
+    script.write_text(PATCH[lib] + "\n" + SPAWN[lib] + body)
     root = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))  # in-tree or installed
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, str(script), impl.__name__, beanstalkd.host, str(beanstalkd.port), tube],
+    proc = subprocess.run([sys.executable, str(script)] + [str(a) for a in argv],
                           capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.parametrize("lib", ["gevent", "eventlet"])
+def test_reserve_in_greenlets(impl, beanstalkd, tube, lib, tmp_path):
+    proc = run_green(lib, SCRIPT, tmp_path, impl.__name__, beanstalkd.host, beanstalkd.port, tube)
     assert proc.stdout.startswith("ok"), proc.stdout + proc.stderr[-2000:]
 
 
@@ -172,14 +178,6 @@ SHARED = textwrap.dedent("""
 def test_greenlets_sharing_a_connection_pipeline(impl, beanstalkd, tube, lib, tmp_path):
     """Greenlets calling one Connection pipeline like threads: 100 puts of 20 greenlets
     through a 20 ms round trip, in flight together, each caller getting its own id."""
-    pytest.importorskip(lib, reason="%s is not installed" % lib)
-    script = tmp_path / ("shared_%s.py" % lib)
-    script.write_text(PATCH[lib] + "\n" + SPAWN[lib] + SHARED)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(beanstalkc_fast.__file__)))  # in-tree or installed
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONWARNINGS="ignore")
     with LatencyProxy(beanstalkd.host, beanstalkd.port, 0.02) as proxy:
-        proc = subprocess.run([sys.executable, str(script), impl.__name__, proxy.host, str(proxy.port), tube],
-                              capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-4000:]
+        proc = run_green(lib, SHARED, tmp_path, impl.__name__, proxy.host, proxy.port, tube)
     assert proc.stdout.strip() == "ok", proc.stdout + proc.stderr[-2000:]
