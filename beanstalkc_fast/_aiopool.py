@@ -345,19 +345,7 @@ class Pool:
         except BaseException:
             self._orphan_puts(plan, lanes)
             raise
-        if error is not None:
-            try:
-                error.results = plan.partial()
-            except AttributeError:
-                pass
-            raise error
-        if not plan.exhausted or plan.again:
-            err = plan.refusal or SocketError("no beanstalkd server is left for the rest of this put_many")
-            plan.abandon(err)
-            if plan.refusal is None:
-                err.results = plan.partial()
-                raise err
-        return plan.results()
+        return plan.finish(error)
 
     async def _put_rounds(self, plan, lanes):
         """Keep ``_DEPTH`` windows in flight on every open server (the first rounds give each

@@ -496,3 +496,21 @@ class PutPlan:
         if self.failed:
             raise BatchError(list(self.out))
         return self.out
+
+    def finish(self, error):
+        """What put_many gives once its rounds are over: ``error`` (of the items' iterator or
+        of a bad item) raised with the outcomes so far, the JobRefs, or BatchError."""
+        if error is not None:
+            try:
+                error.results = self.partial()
+            except AttributeError:
+                pass
+            raise error
+        if not self.exhausted or self.again:
+            from .exceptions import SocketError
+            err = self.refusal or SocketError("no beanstalkd server is left for the rest of this put_many")
+            self.abandon(err)
+            if self.refusal is None:
+                err.results = self.partial()
+                raise err
+        return self.results()

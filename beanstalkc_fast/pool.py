@@ -280,19 +280,7 @@ class Pool:
                 if lane.inflight:
                     self._lost(lane.server, "producer", lane.conn, SocketError("put_many interrupted"))
             raise
-        if error is not None:
-            try:
-                error.results = plan.partial()
-            except AttributeError:
-                pass
-            raise error
-        if not plan.exhausted or plan.again:
-            err = plan.refusal or SocketError("no beanstalkd server is left for the rest of this put_many")
-            plan.abandon(err)
-            if plan.refusal is None:
-                err.results = plan.partial()
-                raise err
-        return plan.results()
+        return plan.finish(error)
 
     def _put_rounds(self, plan, lanes):
         """Send a window to every server, then read the windows sent the round before (so each

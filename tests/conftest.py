@@ -10,7 +10,7 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import _pyprotocol
-from beanstalkc_fast.testing import BeanstalkdNotFound, find_beanstalkd
+from beanstalkc_fast.testing import BeanstalkdNotFound, BeanstalkdServer, find_beanstalkd
 
 try:
     from beanstalkc_fast import _cprotocol
@@ -46,6 +46,19 @@ def beanstalkd_binary():
         if os.environ.get("CI"):
             pytest.fail(str(err) + " (CI is set: a missing server is a failure)")
         pytest.skip(str(err))
+
+
+@pytest.fixture
+def servers(beanstalkd_binary, tmp_path):
+    """Three beanstalkd servers of this test's own, each with its binlog (for the pools)."""
+    started = []
+    for i in range(3):
+        binlog = tmp_path / ("binlog%d" % i)
+        binlog.mkdir()
+        started.append(BeanstalkdServer(binary=beanstalkd_binary, args=["-b", str(binlog)]).start())
+    yield started
+    for server in started:
+        server.stop(kill=True)
 
 
 _tube_counter = itertools.count()

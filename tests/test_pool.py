@@ -18,18 +18,6 @@ from beanstalkc_fast._poolpolicy import merge_stats, parse_servers
 from beanstalkc_fast.testing import BeanstalkdServer
 
 
-@pytest.fixture
-def servers(beanstalkd_binary, tmp_path):
-    started = []
-    for i in range(3):
-        binlog = tmp_path / ("binlog%d" % i)
-        binlog.mkdir()
-        started.append(BeanstalkdServer(binary=beanstalkd_binary, args=["-b", str(binlog)]).start())
-    yield started
-    for server in started:
-        server.stop(kill=True)
-
-
 def addr(server):
     return "%s:%d" % (server.host, server.port)
 
