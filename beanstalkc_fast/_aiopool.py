@@ -7,12 +7,12 @@ connection (reserves and the jobs they hand out), opened when first needed.
 """
 import asyncio
 import math
-import select
 
 from . import _commands, aio
 from ._poolpolicy import JobRef, Policy, PutPlan, REFUSALS, kick_shares, merge_stats, split
 from .aio import _Batch, _default_orphan, _give_way
 from .connection import DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, _check_options, _load_yaml
+from .pool import _has_input
 from .exceptions import (BatchError, CommandFailed, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError,
                          PutAmbiguous, SocketError, UnexpectedResponse)
 
@@ -921,10 +921,7 @@ def _stale(conn):
     ch = conn._main
     if ch._fifo:
         return False
-    try:
-        return bool(select.select([ch.transport.get_extra_info("socket")], [], [], 0)[0])
-    except (OSError, ValueError, TypeError):
-        return True
+    return _has_input(ch.transport.get_extra_info("socket"))
 
 
 def _give_back(job):

@@ -139,8 +139,11 @@ class Connection:
             sock.settimeout(self._socket_timeout)
         except OSError as err:
             raise SocketError(err) from err
-        self._queue = deque()   # before _proto: a writer that sees the new driver sees its queue
-        self._proto = self._core.Protocol(sock)
+        proto = self._core.Protocol(sock)
+        self._lock.acquire()    # a writer reads the driver and its queue as one pair
+        self._queue = deque()
+        self._proto = proto
+        self._lock.release()
         self._using = "default"
         self._watching = ["default"]
 
@@ -206,6 +209,10 @@ class Connection:
         # A half-restored connection: close it without sending anything.
         proto, self._proto = self._proto, None
         if proto is not None:
+            try:
+                proto.sock.shutdown(2)  # wakes a thread still blocked on it
+            except Exception:
+                pass
             try:
                 proto.sock.close()
             except Exception:
@@ -288,7 +295,7 @@ class Connection:
             if reply is None:
                 waiter.reply = _ABANDONED   # the reader reads its reply and drops it
             self._qlock.release()
-            if reply is _LEAD:              # nobody else will read: the stream is lost
+            if reply is _LEAD and not waiter.exclusive:     # nobody else will read: the stream is lost
                 self._lost(proto, queue, err)
             raise
         reply = waiter.reply
@@ -340,6 +347,8 @@ class Connection:
             head = queue[0] if queue else None
             qlock.release()
             self._lost(proto, queue, err, head)
+            if not isinstance(err, Exception):
+                raise                   # an interrupt while reading a dropped reply is this thread's
             return
         qlock.release()
 

@@ -873,10 +873,21 @@ class Pool:
 
 def _readable(conn):
     """Whether an idle connection has something to read: EOF (the server closed it) or junk."""
-    proto = conn._proto
+    return _has_input(conn._proto.sock)
+
+
+def _has_input(sock):
+    """Whether ``sock`` has something to read now (EOF included); True when it cannot tell."""
     try:
-        return bool(select.select([proto.sock], [], [], 0)[0])
-    except (OSError, ValueError):
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except ValueError:      # a descriptor past select()'s limit (1024): poll() has none
+            if not hasattr(select, "poll"):
+                return False
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+    except (OSError, ValueError, TypeError):
         return True
 
 

@@ -505,3 +505,30 @@ def test_kill9_during_put_many_at_least_once(make_pool, servers):
         assert on_server[ref.server][ref.jid] == b"job-%06d" % i
     bodies = collections.Counter(b for jobs in on_server.values() for b in jobs.values())
     assert len(bodies) == total and max(bodies.values()) <= 2
+
+
+def test_a_connection_past_fd_1024_is_kept(make_pool, servers):
+    """select() cannot watch a descriptor of 1024 or more: the idle check must not take such a
+    connection for a dead one (that would reconnect at every put, releasing reservations)."""
+    import os
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if min(soft, hard) < 1200:
+        pytest.skip("needs 1200 file descriptors")
+    filler = []
+    try:
+        while True:
+            fd = os.open(os.devnull, os.O_RDONLY)
+            filler.append(fd)
+            if fd >= 1100:
+                break
+        pool = make_pool([addr(servers[0])])
+        first = pool.put("a")
+        conn = pool._policy.servers[0].conns.producer
+        assert conn._proto.sock.fileno() >= 1024
+        second = pool.put("b")
+        assert pool._policy.servers[0].conns.producer is conn
+        assert second.jid == first.jid + 1
+    finally:
+        for fd in filler:
+            os.close(fd)
