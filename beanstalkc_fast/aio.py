@@ -70,6 +70,9 @@ def _again(err):
     return exc
 
 
+_UNSENT = object()   # a batch entry whose reply never came
+
+
 class _Batch:
     """A FIFO entry of ``n`` pipelined replies of one ``kind``, taken by the core's ``take``."""
 
@@ -920,7 +923,7 @@ class Connection:
         main = self._channel()
         for i, jid in enumerate(jids):
             groups.setdefault(self._held.get(jid) or main, []).append(i)
-        entries: list = [None] * len(jids)
+        entries: list = [_UNSENT] * len(jids)  # None would read as a success
         bad = False
 
         async def run(ch, positions):

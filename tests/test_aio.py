@@ -388,8 +388,10 @@ def test_unix_socket_and_ipv6(arun, tmp_path, beanstalkd_binary):
         server.stop()
 
 
-def test_sync_and_aio_share_the_exception_classes():
-    assert aio.DEFAULT_PRIORITY == beanstalkc_fast.DEFAULT_PRIORITY
+def test_sync_and_aio_share_constants_and_the_job_class():
+    assert (aio.DEFAULT_HOST, aio.DEFAULT_PORT, aio.DEFAULT_PRIORITY, aio.DEFAULT_TTR) == (
+        beanstalkc_fast.DEFAULT_HOST, beanstalkc_fast.DEFAULT_PORT, beanstalkc_fast.DEFAULT_PRIORITY,
+        beanstalkc_fast.DEFAULT_TTR)
     assert issubclass(aio.Job, beanstalkc_fast.Job)
 
 
