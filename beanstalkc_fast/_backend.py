@@ -44,3 +44,8 @@ encode_job = impl.encode_job
 put_windows = impl.put_windows
 job_windows = impl.job_windows
 parse_yaml = impl.parse_yaml
+
+
+def backend_name(core):
+    """``'cython'`` or ``'python'`` for a core module (tests swap a client's core)."""
+    return "python" if core.__name__.endswith("_pyprotocol") else "cython"

@@ -6,7 +6,10 @@ acceptable reply status becomes. ``_FAILURES`` is the one reply-to-exception tab
 a status that a command documents as a failure raises ``CommandFailed``, any other
 unexpected one ``UnexpectedResponse``. Nothing here does I/O.
 """
+from ._defaults import DEFAULT_PRIORITY, log
 from .exceptions import CommandFailed, DeadlineSoon, InvalidArgument, UnexpectedResponse
+
+RESERVE0 = b"reserve-with-timeout 0\r\n"    # answered at once: what is ready now, or TIMED_OUT
 
 _FAILURES = {
     "put": ("JOB_TOO_BIG", "BURIED", "DRAINING"),
@@ -146,3 +149,44 @@ def outcome(cmd, reply):
         return result(cmd, reply)
     except (CommandFailed, UnexpectedResponse, DeadlineSoon) as err:
         return err
+
+
+# -- YAML: the stats and list replies --
+
+_yaml_module = None
+
+
+def load_yaml(core, body, cmd="stats-job"):
+    """Parse beanstalkd's YAML with the core's parser, falling back to ``yaml.safe_load``."""
+    try:
+        return core.parse_yaml(body)
+    except ValueError:
+        pass
+    global _yaml_module
+    if _yaml_module is None:
+        try:
+            import yaml
+        except ImportError:
+            log().error("PyYAML is not installed; returning the raw YAML text")
+            return body.decode("utf-8", "replace")
+        _yaml_module = yaml
+    loader = getattr(_yaml_module, "CSafeLoader", _yaml_module.SafeLoader)
+    try:
+        return _yaml_module.load(body, Loader=loader)
+    except _yaml_module.YAMLError as err:
+        # A reply this client cannot read is the server's fault: report it as one.
+        raise UnexpectedResponse(cmd, "OK", [str(len(body))]) from err
+
+
+def yaml_value(core, mode, cmd, body):
+    """A YAML reply's body as the client's ``parse_yaml`` option wants it."""
+    if mode is True:
+        return load_yaml(core, body, cmd)
+    text = body.decode("utf-8", "replace")
+    return mode(text) if mode is not False else text
+
+
+def priority_of(core, body):
+    """A job's current priority from its ``stats-job`` body, whatever ``parse_yaml`` says."""
+    stats = load_yaml(core, body)
+    return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY

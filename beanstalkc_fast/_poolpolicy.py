@@ -12,12 +12,13 @@ import random
 import time
 from itertools import repeat
 
-from .exceptions import BatchError, CommandFailed, InvalidArgument, InvalidType
 from . import _commands
+from ._defaults import address as _address, log
+from .exceptions import (BatchError, CommandFailed, InvalidArgument, InvalidType, ProtocolError, PutAmbiguous,
+                         SocketError, UnexpectedResponse)
 
-__all__ = ["JobRef", "parse_servers", "Server", "Policy", "PutPlan", "merge_stats", "kick_shares", "split"]
+__all__ = ["JobRef", "parse_servers", "Server", "Policy", "PutPlan", "Lane", "merge_stats", "split"]
 
-DEFAULT_PORT = 11300
 MAX_RETRY_AFTER = 60.0
 # Put replies that say "not here, try another server"; JOB_TOO_BIG would fail anywhere.
 REFUSALS = frozenset([b"DRAINING", b"OUT_OF_MEMORY", b"INTERNAL_ERROR"])
@@ -26,15 +27,14 @@ IDENTITY = frozenset(["pid", "version", "hostname", "id", "os", "platform", "upt
                       "binlog-oldest-index", "binlog-current-index", "binlog-max-size", "draining",
                       "rusage-utime", "rusage-stime", "name", "pause", "pause-time-left"])
 
-_log = None
+# A connection that failed this way is lost: never reused, and a put on it may have gone in.
+BROKEN = (OSError, SocketError, ProtocolError)
 
 
-def log():
-    global _log
-    if _log is None:
-        import logging      # lazily: it costs more import time than this package
-        _log = logging.getLogger("beanstalkc_fast")
-    return _log
+class Drained(ProtocolError):
+    """A put of a put_many window was answered DRAINING: that connection's stream is dropped
+    (a draining beanstalkd may leave refusals of pipelined puts unanswered); every put queued
+    behind it on that connection was refused too (a server never leaves drain mode)."""
 
 
 class JobRef(tuple):
@@ -80,26 +80,6 @@ class JobRef(tuple):
         if not slash or not server or not jid.isdigit() or not jid.isascii():
             raise InvalidArgument("not a job reference 'server/jid': %r" % (text,))
         return cls(server, int(jid))
-
-
-def _address(addr):
-    """(host, port) or a unix socket path (str) for one address as given, and its default name."""
-    if isinstance(addr, (tuple, list)):
-        if len(addr) != 2 or not isinstance(addr[0], str) or addr[1].__class__ is not int:
-            raise InvalidArgument("a server address tuple is (host, port), got %r" % (addr,))
-        host, port = addr
-        shown = "[%s]" % host if ":" in host and not host.startswith("[") else host
-        return (host, port), "%s:%d" % (shown, port)
-    if not isinstance(addr, str) or not addr:
-        raise InvalidType("a server address is 'host:port', (host, port) or a unix socket path, not %r" % (addr,))
-    if "/" in addr or addr.startswith("unix:"):
-        return addr, addr
-    host, colon, port = addr.rpartition(":")
-    if not colon or (":" in host and not host.startswith("[")):    # 'host', or a bare IPv6 address
-        return (addr, DEFAULT_PORT), addr
-    if not port.isdigit() or not host:
-        raise InvalidArgument("bad server address %r (expected 'host:port')" % (addr,))
-    return (host, int(port)), addr
 
 
 def parse_servers(servers):
@@ -246,6 +226,36 @@ class Policy:
         """A put went to ``server``: the next one starts after it."""
         self._put_next = (server.index + 1) % len(self.servers)
 
+    def put_failed(self, server, err, attempt):
+        """The verdict on a put to ``server`` that raised ``err``; ``attempt`` is a dict kept
+        over one put's servers. Returns when the put goes on to the next server: the server
+        refused it (DRAINING, OUT_OF_MEMORY, INTERNAL_ERROR), or the connection was lost with
+        ``at_least_once``. Raises otherwise: ``PutAmbiguous`` for a lost connection (the put
+        may have gone in: a malformed reply too, as its stream is dropped), the error itself
+        with ``.server`` for a refusal any server would give (``JOB_TOO_BIG``...)."""
+        if isinstance(err, Drained):    # queued behind a put_many window that met DRAINING: refused
+            self.refused(server)
+            attempt["refusal"] = CommandFailed("put", "DRAINING", [])
+            return
+        if isinstance(err, BROKEN):
+            if not self.at_least_once:
+                raise PutAmbiguous(server.name, err) from err
+            attempt["error"] = err
+            return
+        if isinstance(err, (CommandFailed, UnexpectedResponse)) and err.args[1].encode("ascii", "replace") in REFUSALS:
+            self.refused(server)
+            attempt["refusal"] = err
+            return
+        err.server = server.name    # which server said so
+        raise err
+
+    @staticmethod
+    def put_gave_up(attempt):
+        """No server took the put: raise the last refusal, or SocketError."""
+        if attempt.get("refusal") is not None:
+            raise attempt["refusal"]
+        raise SocketError("no beanstalkd server took the put (last error: %s)" % (attempt.get("error") or "all down"))
+
     def batch_order(self):
         """The servers for the windows of one put_many, starting where puts left off."""
         start = self._put_next
@@ -254,10 +264,20 @@ class Policy:
         order = self._rotation(start, True)
         return [s for s in order if s.refusing_until <= now] or order
 
-    def reserve_order(self):
+    def reserve_order(self, first=None):
         """The servers in the order to ask for a job, from the one after the last that gave
-        one: with jobs everywhere, consecutive reserves are served by every server in turn."""
-        return self._rotation(self._reserve_next)
+        one: with jobs everywhere, consecutive reserves are served by every server in turn.
+        ``first`` (a server that just said it has one) goes first."""
+        order = self._rotation(self._reserve_next)
+        if first is not None and first in order:
+            order.remove(first)
+            order.insert(0, first)
+        return order
+
+    def in_turn(self, servers):
+        """``servers`` sorted in the reserve rotation's order (several answered at once)."""
+        start, n = self._reserve_next, len(self.servers)
+        return sorted(servers, key=lambda s: (s.index - start) % n)
 
     def reserved_from(self, server):
         """``server`` gave a job (or started a batch): the next reserve starts after it."""
@@ -284,6 +304,119 @@ class Policy:
         return server, jid
 
 
+def tube_name(core, name):
+    """A tube name, checked, as the str a pool keeps."""
+    core.check_tube(name)
+    return name if isinstance(name, str) else name.decode("ascii")
+
+
+def job_targets(policy, jobs, job_class):
+    """``(server, jid)`` of every item of a by-id batch, each checked before a byte is sent;
+    None when every item is a Job of this pool (the batch after a reserve_many: no lookups)."""
+    if jobs and set(map(type, jobs)) == {job_class} and set(map(_server_of_job, jobs)) <= policy.by_name.keys():
+        return None
+    targets = []
+    for i, job in enumerate(jobs):
+        try:
+            targets.append(policy.server_of(job))
+        except (InvalidArgument, InvalidType) as err:
+            raise type(err)("item %d: %s" % (i, err)) from None
+    return targets
+
+
+def job_groups(policy, jobs, targets, job_class):
+    """How a by-id batch is spread: ``(groups, outcomes)``. ``groups`` lists
+    ``[server, conn, positions, items]`` per connection: a Job goes back to the connection that
+    reserved it (as itself), any other reference to its server's consumer connection (as its
+    id). ``outcomes`` has a SocketError for each job whose connection is closed (nothing of it
+    is sent) and None elsewhere."""
+    outcomes = [None] * len(jobs)
+    groups = {}
+    by_name = policy.by_name
+    for i, job in enumerate(jobs):
+        if targets is None:
+            server, conn, item = by_name[job.server], job.conn, job
+        elif isinstance(job, job_class):
+            server, conn, item = targets[i][0], job.conn, job
+        else:
+            server, item = targets[i]
+            conn = server.conns.consumer
+        if conn is None or not conn.connected:
+            outcomes[i] = SocketError("the connection of %s to %s is closed" % (job, server.name))
+            continue
+        group = groups.get(id(conn))
+        if group is None:
+            group = groups[id(conn)] = [server, conn, [], []]
+        group[2].append(i)
+        group[3].append(item)
+    return list(groups.values()), outcomes
+
+
+def jobs_outcome(cmd, jobs, outcomes, job_class):
+    """The end of a by-id batch: its Jobs no longer reserved are marked so (a touch changes
+    nothing); BatchError when an item failed."""
+    if cmd != "touch":
+        for job, outcome in zip(jobs, outcomes):
+            if outcome is None and isinstance(job, job_class):
+                job.reserved = False
+    if any(isinstance(o, BaseException) for o in outcomes):
+        raise BatchError(outcomes)
+
+
+def _server_of_job(job):
+    return getattr(job, "server", None)
+
+
+def answered(results, skip=(SocketError,)):
+    """The results of a command sent to every server (a result or an exception each) without
+    those of the ``skip`` kinds; any other exception is raised."""
+    out = []
+    for server, result in results:
+        if isinstance(result, skip):
+            continue
+        if isinstance(result, BaseException):
+            raise result
+        out.append((server, result))
+    return out
+
+
+def fan_out(results):
+    """``[(server, result)]`` of the servers that answered a command sent to every server:
+    SocketError when none did."""
+    out = answered(results)
+    if not out:
+        raise next((r for _, r in results if isinstance(r, SocketError)), None) or SocketError(
+            "no beanstalkd server is available")
+    return out
+
+
+def merged_tube_stats(results):
+    """A tube's stats over the servers that have it (NOT_FOUND when none has)."""
+    found = [stats for _, stats in answered(results, (CommandFailed, SocketError))]
+    if not found:
+        raise CommandFailed("stats-tube", "NOT_FOUND", [])
+    if not all(isinstance(s, dict) for s in found):
+        return found
+    return merge_stats(found)
+
+
+def merged_stats(by_server):
+    """The servers' stats merged, or ``by_server`` itself when they are not dicts (parse_yaml)."""
+    if not all(isinstance(s, dict) for s in by_server.values()):
+        return by_server
+    return merge_stats(list(by_server.values()))
+
+
+def tube_union(results):
+    """The tubes of every server that answered: their union, in order of first sight."""
+    names = []
+    for _, tubes in fan_out(results):
+        if not isinstance(tubes, list):
+            return tubes
+        names.extend(t for t in tubes if t not in names)
+    return names
+
+
 def _score(name, key):
     return hashlib.blake2b(name.encode("utf-8") + b"\0" + key, digest_size=8).digest()
 
@@ -292,16 +425,6 @@ def split(n, k):
     """``n`` spread over ``k`` parts as evenly as possible (the first ones get the rest)."""
     q, r = divmod(n, k)
     return [q + (i < r) for i in range(k)]
-
-
-def kick_shares(bound, counts):
-    """How many to kick on each server: ``bound`` spread over the servers' kickable counts."""
-    shares = []
-    for count in counts:
-        share = min(bound, max(count, 0))
-        shares.append(share)
-        bound -= share
-    return shares
 
 
 def merge_stats(stats):
@@ -320,6 +443,52 @@ def merge_stats(stats):
 
 
 # -- put_many over several servers --
+
+class Lane:
+    """A server's part in one put_many: its connection and its windows in flight, each as
+    ``(unit, entries)`` with the entries read so far."""
+
+    __slots__ = ("server", "conn", "inflight", "open")
+
+    def __init__(self, server, conn):
+        self.server = server
+        self.conn = conn
+        self.inflight = []
+        self.open = True        # it takes more windows
+
+    def settle(self, plan, policy, unit, entries, err=None):
+        """The replies of the window ``unit`` came (``entries``), or its connection failed
+        after them (``err``). Returns what to do with the connection: None (keep it), "drop"
+        (a draining server: close it, not a failure) or "lost" (close it, count a failure)."""
+        name = self.server.name
+        refused = plan.replied(unit, name, entries)
+        if err is None and not (entries and entries[-1].__class__ is tuple and entries[-1][0] == b"DRAINING"):
+            if refused:
+                self.open = False       # it refused: no more windows for it in this batch
+                policy.refused(self.server)
+            return None
+        if err is None or isinstance(err, Drained):
+            # A draining server refuses every later put, and beanstalkd 1.12 may leave some of
+            # those refusals unsent: drop the stream, send the rest elsewhere.
+            plan.refused_rest(unit, len(entries))
+            for other, _ in self.inflight:
+                plan.unsent(other)
+            del self.inflight[:]
+            self.open = False
+            policy.refused(self.server)
+            return "drop"
+        plan.lost(unit, name, len(entries), err)
+        self.broken(plan, err)
+        return "lost"
+
+    def broken(self, plan, err):
+        """The connection failed: every window in flight may have gone in."""
+        for unit, entries in self.inflight:
+            plan.replied(unit, self.server.name, entries)
+            plan.lost(unit, self.server.name, len(entries), err)
+        del self.inflight[:]
+        self.open = False
+
 
 class _Unit:
     """A window of puts for one server: ``positions`` (a range for a window of the input in
@@ -467,7 +636,6 @@ class PutPlan:
         if self.at_least_once:
             self._resend(unit, done, unit.n)
             return
-        from .exceptions import PutAmbiguous
         for p in unit.positions[done:]:
             self.out[p] = PutAmbiguous(name, err)
         if done < unit.n:
@@ -507,7 +675,6 @@ class PutPlan:
                 pass
             raise error
         if not self.exhausted or self.again:
-            from .exceptions import SocketError
             err = self.refusal or SocketError("no beanstalkd server is left for the rest of this put_many")
             self.abandon(err)
             if self.refusal is None:

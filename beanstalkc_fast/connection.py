@@ -10,31 +10,19 @@ from _collections import deque  # type: ignore  # (collections itself costs impo
 
 from . import _backend, _commands
 from ._commands import COMMANDS as _COMMANDS, result as _result
-from .exceptions import (BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError,
-                         UnexpectedResponse)
+from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_options, has_input,
+                        tcp_host, unix_path, where)
+from ._job import JobData
+from .exceptions import BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError
 
 __all__ = ["Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # annotations are strings, for mypy only: typing (or __future__) costs import time
-    from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
-    Body = Union[str, bytes, bytearray, memoryview]
-    PutItem = Union[Body, Tuple[Body], Tuple[Body, int], Tuple[Body, int, int], Tuple[Body, int, int, int]]
-    JobId = Union[int, "Job"]   # a job id or a Job (the pool's JobRef is another thing)
-    YAMLResult = Any   # dict / list with parse_yaml=True, str with False, whatever a callable returns
-
-#: The server a ``Connection`` connects to when no host is given.
-DEFAULT_HOST = "localhost"
-#: beanstalkd's port.
-DEFAULT_PORT = 11300
-#: A job's priority when none is given (0 is the most urgent, ``2**32 - 1`` the least).
-DEFAULT_PRIORITY = 2 ** 31
-#: A job's time to run when none is given: seconds a reserved job may stay reserved before the
-#: server releases it.
-DEFAULT_TTR = 120
+    from typing import Any, Callable, Iterable, List, Optional, Union
+    from ._defaults import Body, JobId, PutItem, YAMLResult
 
 _SOCKET_DEFAULT = object()
-_UNDECODED = object()     # Job._body before its first decode
 _LEAD = object()          # a waiter's reply slot: "your reply is next on the wire: read it yourself"
 _ABANDONED = object()     # a waiter's reply slot: its caller stopped waiting; the reply is read and dropped
 
@@ -82,7 +70,7 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
                  *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None) -> None:
-        _check_options(parse_yaml, encoding)
+        check_options(parse_yaml, encoding)
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -105,12 +93,9 @@ class Connection:
         self.close()
 
     def __repr__(self) -> str:
-        if "/" in str(self.host) or str(self.host).startswith("unix:"):
-            where = "path=%r" % (self.host,)
-        else:
-            where = "host=%r port=%r" % (self.host, self.port)
         return "<beanstalkc_fast.Connection %s backend=%r %s>" % (
-            where, _backend_name(self._core), "connected" if self._proto is not None else "closed")
+            where(self.host, self.port), _backend.backend_name(self._core),
+            "connected" if self._proto is not None else "closed")
 
     # -- connection management --
 
@@ -121,20 +106,18 @@ class Connection:
         timeout = self._connect_timeout
         if timeout is _SOCKET_DEFAULT:
             timeout = socket.getdefaulttimeout()
-        host = self.host
+        path = unix_path(self.host)
         try:
-            if isinstance(host, str) and ("/" in host or host.startswith("unix:")):
+            if path is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
                     sock.settimeout(timeout)
-                    sock.connect(host[5:] if host.startswith("unix:") else host)
+                    sock.connect(path)
                 except BaseException:
                     sock.close()
                     raise
             else:
-                if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
-                    host = host[1:-1]
-                sock = socket.create_connection((host, self.port), timeout)
+                sock = socket.create_connection((tcp_host(self.host), self.port), timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(self._socket_timeout)
         except OSError as err:
@@ -431,6 +414,30 @@ class Connection:
             return err
         return self._lost(proto, queue, err)
 
+    # -- the interface of pools: batches they drive over several connections at once --
+
+    def _link(self):
+        """Hold this connection for a batch driven from outside (a pool's windows to several
+        servers at once): once the replies in flight are read, keep the write lock until the
+        link's ``close()``, as ``_do`` does for a batch of its own."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            if self._queue:
+                self._drain(proto, self._queue)
+        except BaseException:
+            lock.release()
+            raise
+        return _Link(self, proto)
+
+    def _stale(self):
+        """Whether this connection, idle, has input: the server closed it, or junk came."""
+        proto = self._proto
+        return proto is not None and not self._queue and has_input(proto.sock)
+
     def _command(self, cmd, *args):
         """Run the table's command ``cmd`` with ``args``; return what its reply means."""
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
@@ -441,11 +448,7 @@ class Connection:
     def _yaml(self, cmd, *args):
         reply = self._pipe(_commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0], "read_reply")
         body = reply[2] if reply[0] == b"OK" else _result(cmd, reply)   # the table's OK -> body, inlined
-        mode = self._parse_yaml
-        if mode is True:
-            return _load_yaml(self._core, body, cmd)
-        text = body.decode("utf-8", "replace")
-        return mode(text) if mode is not False else text
+        return _commands.yaml_value(self._core, self._parse_yaml, cmd, body)
 
     # -- producer --
 
@@ -705,45 +708,60 @@ class Connection:
         return [Job(self, jid, body, True) for jid, body in results]
 
 
-def _check_options(parse_yaml, encoding):
-    """Check the options every client takes, before anything connects."""
-    if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
-        raise InvalidType("parse_yaml must be True, False or a callable")
-    if encoding is not None:
-        "".encode(encoding)     # LookupError now rather than at the first put
+class _Link:
+    """A Connection held by a pool for one batch: it writes windows, reads their replies and
+    names the socket to wait on, through the core; a failure drops the connection (every
+    reply unread is lost) and raises SocketError or ProtocolError, as any call would."""
 
+    __slots__ = ("_conn", "_proto", "sock", "window", "reserve_window", "_held")
 
-def _backend_name(core):
-    return "python" if core.__name__.endswith("_pyprotocol") else "cython"
+    def __init__(self, conn, proto):
+        self._conn = conn
+        self._proto = proto
+        self.sock = proto.sock
+        self.window = proto.window
+        self.reserve_window = proto.reserve_window
+        self._held = True
 
+    def _fail(self, err):
+        return self._conn._lost(self._proto, self._conn._queue, err)
 
-_yaml_module = None
-
-
-def _load_yaml(core, body, cmd="stats-job"):
-    """Parse beanstalkd's YAML with the core's parser, falling back to ``yaml.safe_load``."""
-    try:
-        return core.parse_yaml(body)
-    except ValueError:
-        pass
-    global _yaml_module
-    if _yaml_module is None:
+    def send(self, chunks):
+        """Write a window: a list of buffers."""
         try:
-            import yaml
-        except ImportError:
-            import logging      # lazily: importing logging costs more than this whole package
-            logging.getLogger(__name__).error("PyYAML is not installed; returning the raw YAML text")
-            return body.decode("utf-8", "replace")
-        _yaml_module = yaml
-    loader = getattr(_yaml_module, "CSafeLoader", _yaml_module.SafeLoader)
-    try:
-        return _yaml_module.load(body, Loader=loader)
-    except _yaml_module.YAMLError as err:
-        # A reply this client cannot read is the server's fault: report it as one.
-        raise UnexpectedResponse(cmd, "OK", [str(len(body))]) from err
+            self._proto.send_chunks(chunks)
+        except BaseException as err:
+            raise self._fail(err)
+
+    def read_many(self, n, results, kind, status=None):
+        """Read up to ``n`` replies, no further than the first one not of ``kind``: append each
+        as the core's ``take`` gives it (that other one as it is); return how many were read."""
+        try:
+            return self._proto.read_many(n, results, kind, status)
+        except BaseException as err:
+            raise self._fail(err)
+
+    def read(self, n, results, kind, status=None):
+        """Read exactly ``n`` replies, as read_many() appends them."""
+        done = 0
+        while done < n:
+            done += self.read_many(n - done, results, kind, status)
+
+    def read_reply(self):
+        """Read one reply: ``(status, args, body)``."""
+        try:
+            return self._proto.read_reply()
+        except BaseException as err:
+            raise self._fail(err)
+
+    def close(self):
+        """Let other callers have the connection again (once)."""
+        if self._held:
+            self._held = False
+            self._conn._lock.release()
 
 
-class Job:
+class Job(JobData):
     """A job: ``conn``, ``jid``, ``body``, ``reserved``, and ``body_bytes``.
 
     ``body`` is the body decoded with the connection's encoding on first access
@@ -751,49 +769,11 @@ class Job:
     body that does not decode never loses the job: it can still be buried or deleted.
     """
 
-    def __init__(self, conn: "Connection", jid: int, body: "Optional[Body]", reserved: bool = True) -> None:
-        self.conn = conn
-        self.jid = jid
-        self.reserved = reserved
-        self._body: "Any"
-        if body.__class__ is bytes:     # the common case first: a job from the server
-            self._body = _UNDECODED
-            self.body_bytes: "Optional[bytes]" = body
-        elif body is None:              # a Job built from an id alone, to call stats() or delete() on it
-            self._body = None
-            self.body_bytes = None
-        elif isinstance(body, str):
-            self._body = body
-            encoding = getattr(conn, "_encoding", None) or "utf-8"
-            self.body_bytes = body.encode(encoding)
-        else:
-            try:    # bytes-like only: bytes(3) would be three zero bytes, not the body 3
-                self.body_bytes = memoryview(body).tobytes()
-            except TypeError:
-                raise InvalidType("job body must be str, bytes-like or None, not %s" % type(body).__name__) from None
-            self._body = _UNDECODED
-
-    @property
-    def body(self) -> "Union[str, bytes, None]":
-        """The body, decoded with the connection's encoding on first access (``bytes`` with
-        ``encoding=None``); raises ``UnicodeDecodeError`` when it does not decode."""
-        if self._body is _UNDECODED:
-            encoding = getattr(self.conn, "_encoding", "utf-8")
-            self._body = self.body_bytes if encoding is None else self.body_bytes.decode(encoding)  # type: ignore
-        return self._body
-
-    @body.setter
-    def body(self, value: "Optional[Body]") -> None:
-        Job.__init__(self, self.conn, self.jid, value, self.reserved)
-
-    def __repr__(self) -> str:
-        raw = None if self.body_bytes is None else self.body_bytes[:40]
-        return "<beanstalkc_fast.Job jid=%d reserved=%s body=%r>" % (self.jid, self.reserved, raw)
+    conn: "Connection"
 
     def _priority(self):
         # The job's current priority, whatever parse_yaml says.
-        stats = _load_yaml(self.conn._core, self.conn._command("stats-job", self.jid))
-        return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
+        return _commands.priority_of(self.conn._core, self.conn._command("stats-job", self.jid))
 
     def delete(self) -> None:
         """Delete this job."""

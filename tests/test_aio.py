@@ -388,11 +388,17 @@ def test_unix_socket_and_ipv6(arun, tmp_path, beanstalkd_binary):
         server.stop()
 
 
-def test_sync_and_aio_share_constants_and_the_job_class():
+def test_sync_and_aio_share_constants_and_the_job_data():
     assert (aio.DEFAULT_HOST, aio.DEFAULT_PORT, aio.DEFAULT_PRIORITY, aio.DEFAULT_TTR) == (
         beanstalkc_fast.DEFAULT_HOST, beanstalkc_fast.DEFAULT_PORT, beanstalkc_fast.DEFAULT_PRIORITY,
         beanstalkc_fast.DEFAULT_TTR)
-    assert issubclass(aio.Job, beanstalkc_fast.Job)
+    from beanstalkc_fast._job import JobData
+    # siblings on one data class: neither Job is the other's subclass
+    assert issubclass(aio.Job, JobData) and issubclass(beanstalkc_fast.Job, JobData)
+    assert not issubclass(aio.Job, beanstalkc_fast.Job) and not issubclass(beanstalkc_fast.Job, aio.Job)
+    job = aio.Job(None, 7, b"x" * 50, False)
+    assert repr(job) == "<beanstalkc_fast.aio.Job jid=7 reserved=False body=%r>" % (b"x" * 40,)
+    assert (job.body, job.body_bytes) == ("x" * 50, b"x" * 50)
 
 
 def test_the_benchmark_runs_the_asyncio_rows(tmp_path):

@@ -320,6 +320,33 @@ def test_reserve_waits_on_every_server_and_gives_back_the_others(arun, servers):
     arun(main())
 
 
+def test_two_jobs_at_once_the_second_goes_back(arun, servers):
+    # Jobs ready on two servers at the same moment, while a reserve waits on every server: one is
+    # the caller's, the other is given back at once with its own priority (never left reserved).
+    async def main():
+        async with aio.Pool(addrs(servers)) as pool:
+            ids = {}
+            for s, pri in ((servers[0], 11), (servers[1], 12)):
+                with s.connect() as c:
+                    ids[addr(s)] = c.put("at once", priority=pri, delay=1)
+            job = await pool.reserve(timeout=10)
+            other = [s for s in servers[:2] if addr(s) != job.server][0]
+
+            def state():
+                with other.connect() as c:
+                    return c.stats_job(ids[addr(other)])
+            await until(lambda: state()["state"] == "ready")
+            assert state()["pri"] == (11 if other is servers[0] else 12)
+            await job.delete()
+            # the driver's give-back itself (what a cancelled reserve_many does with its jobs)
+            taken = await pool.reserve_many(5)
+            assert len(taken) == 1 and taken[0].server == addr(other)
+            pool._give_back(taken[0])
+            await until(lambda: state()["state"] == "ready")
+            assert state()["pri"] == (11 if other is servers[0] else 12)
+    arun(main())
+
+
 def test_cancelled_reserve_gives_the_job_back(arun, servers):
     async def main():
         async with aio.Pool(addrs(servers)) as pool:

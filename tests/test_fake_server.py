@@ -573,3 +573,38 @@ def test_a_protocol_error_fails_the_callers_behind_it(impl, monkeypatch):
         assert c.connected is False
     finally:
         server.close()
+
+
+# -- a malformed reply to a pool's put: the same documented error in both pools -------------
+
+@pytest.mark.parametrize("garbage", [b"\r\n", b"INSERTED 1 2 3 4 5 6 7 8 9 " + b"0" * 1100 + b"\r\n"])
+def test_pool_put_with_a_malformed_reply_is_put_ambiguous(impl, monkeypatch, garbage):
+    # The put was written and its reply cannot be read: the job may be there. PutAmbiguous names
+    # the server (its cause: the ProtocolError), the connection is dropped and the failure counted.
+    monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
+    server = FakeServer(reply(garbage))
+    try:
+        with beanstalkc_fast.Pool({"fake": (server.host, server.port)}, socket_timeout=2.0) as pool:
+            with pytest.raises(beanstalkc_fast.PutAmbiguous) as info:
+                pool.put(b"x")
+            assert info.value.server == "fake" and isinstance(info.value.__cause__, ProtocolError)
+            assert pool.servers_status()["fake"]["failures"] == 1
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("garbage", [b"\r\n", b"INSERTED 1 2 3 4 5 6 7 8 9 " + b"0" * 1100 + b"\r\n"])
+def test_aio_pool_put_with_a_malformed_reply_is_put_ambiguous(arun, garbage):
+    from beanstalkc_fast import aio
+    server = FakeServer(reply(garbage))
+
+    async def main():
+        async with aio.Pool({"fake": (server.host, server.port)}, socket_timeout=2.0) as pool:
+            with pytest.raises(beanstalkc_fast.PutAmbiguous) as info:
+                await pool.put(b"x")
+            assert info.value.server == "fake" and isinstance(info.value.__cause__, ProtocolError)
+            assert pool.servers_status()["fake"]["failures"] == 1
+    try:
+        arun(main())
+    finally:
+        server.close()

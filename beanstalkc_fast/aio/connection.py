@@ -1,56 +1,24 @@
-"""The asyncio client: the sync ``Connection`` API as coroutines, pipelined on one connection.
+"""The asyncio ``Connection`` and ``Job``: one pipelined connection, its consumer channels.
 
-    from beanstalkc_fast import aio
-
-    async with aio.connect('localhost', 11300) as conn:
-        jid = await conn.put('hello')
-        job = await conn.reserve(timeout=5)
-        await job.delete()
-
-Concurrent coroutines share one connection: each command is encoded and queued at once, in
-call order, without waiting for earlier replies; the commands queued in one loop iteration go
-out in one ``transport.write``; replies are handed to their callers in FIFO order. Bytes are
-received straight into the protocol core's reader (an ``asyncio.BufferedProtocol``), commands are
-built by the core's encoders and checks, and replies mean what the command table
-(``_commands.py``) says, exactly as in the sync client.
-
-Reserves run on consumer channels, sockets of this connection's own that watch the same tubes
-(the first is opened at the first reserve), so that a reserve waiting for a job never holds up
-the commands queued behind it. At most one reserve that may wait is at the server at a time; the
-coroutines waiting for jobs queue behind it and take its jobs in turn. A channel that holds
-reserved jobs never gets a waiting reserve (beanstalkd lets only the connection that reserved a
-job delete, release, bury or touch it, and such commands must not wait behind a reserve), so a
-waiting reserve may open one more channel while others hold jobs. ``delete``/``release``/
-``bury``/``touch`` (and their ``*_many``) of a job reserved here go to the channel that holds it,
-whether called on the Job or with its id.
-
-beanstalkd cannot cancel a command: a cancelled or timed-out call keeps its place in the reply
-queue and its reply is read and dropped, so the stream never desyncs. A put written before its
-caller was cancelled still creates its job: ``on_orphan('put', jid)`` is called (default: a
-warning on the ``beanstalkc_fast`` logger). A job reserved for a caller that is gone goes to the
-next coroutine waiting for one, or is released at once with its own priority.
+The design is told in the package's docstring (``beanstalkc_fast.aio``).
 """
 import asyncio
-import os
 from collections import deque
 
-from . import _backend, _commands
-from ._commands import COMMANDS as _COMMANDS, outcome as _outcome, result as _result
-from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR
-from .connection import Job as _SyncJob, _backend_name, _check_options, _load_yaml
-from .exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
+from .. import _backend, _commands
+from .._commands import COMMANDS as _COMMANDS, RESERVE0 as _RESERVE0, outcome as _outcome, result as _result
+from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_on_orphan,
+                         check_options, give_way as _give_way, has_input, log, tcp_host, unix_path, where)
+from .._job import JobData
+from ..exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
 __all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, List, Optional, Union
-    from .connection import Body, JobId, PutItem, YAMLResult
+    from .._defaults import Body, JobId, PutItem, YAMLResult
 
-_RESERVE0 = b"reserve-with-timeout 0\r\n"
-# As the blocking driver does, yield the CPU after writing a batch, so that a server on the same CPU
-# answers it whole before this client wakes (else: a wake-up every few replies).
-_give_way = getattr(os, "sched_yield", lambda: None)
 _YIELD_AT = 64         # buffers in one write from which that pays (many coalesced commands)
 _ENDS_RESERVATION = ("delete", "release", "bury")   # whatever their reply, the job is no longer ours
 _TRACK_RESERVE = -1     # the jid of a FIFO entry whose RESERVED reply makes its channel hold the job
@@ -318,9 +286,9 @@ class _Channel(asyncio.BufferedProtocol):
         self.fail(_closed(), abort=False)
 
 
-def _default_orphan(cmd, result):
-    import logging      # lazily: importing logging costs more than this whole package
-    logging.getLogger("beanstalkc_fast").warning(
+def default_orphan(cmd, result):
+    """The default ``on_orphan``: a warning on the ``beanstalkc_fast`` logger."""
+    log().warning(
         "%s: the caller was cancelled after the command was sent; its result %r was dropped", cmd, result)
 
 
@@ -341,16 +309,15 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
                  connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
                  on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
-        _check_options(parse_yaml, encoding)
-        if on_orphan is not None and not callable(on_orphan):
-            raise InvalidType("on_orphan must be a callable or None")
+        check_options(parse_yaml, encoding)
+        check_on_orphan(on_orphan)
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
         self._encoding = encoding
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
-        self._on_orphan = on_orphan if on_orphan is not None else _default_orphan
+        self._on_orphan = on_orphan if on_orphan is not None else default_orphan
         self._loop: "Any" = None
         self._main: "Any" = None
         self._consumers: list = []      # consumer channels, opened as reserves need them
@@ -371,12 +338,9 @@ class Connection:
         await self.close()
 
     def __repr__(self) -> str:
-        if _is_unix(self.host):
-            where = "path=%r" % (self.host,)
-        else:
-            where = "host=%r port=%r" % (self.host, self.port)
         return "<beanstalkc_fast.aio.Connection %s backend=%r %s>" % (
-            where, _backend_name(self._core), "connected" if self.connected else "closed")
+            where(self.host, self.port), _backend.backend_name(self._core),
+            "connected" if self.connected else "closed")
 
     @property
     def connected(self) -> bool:
@@ -388,13 +352,11 @@ class Connection:
     async def _open(self):
         loop = self._loop
         ch = _Channel(self)
-        host = self.host
-        if _is_unix(host):
-            coro = loop.create_unix_connection(lambda: ch, host[5:] if host.startswith("unix:") else host)
-        else:
-            if host.startswith("[") and host.endswith("]"):
-                host = host[1:-1]
-            coro = loop.create_connection(lambda: ch, host, self.port)     # TCP_NODELAY is asyncio's default
+        path = unix_path(self.host)
+        if path is not None:
+            coro = loop.create_unix_connection(lambda: ch, path)
+        else:   # TCP_NODELAY is asyncio's default
+            coro = loop.create_connection(lambda: ch, tcp_host(self.host), self.port)
         try:
             if self._connect_timeout is None:
                 await coro
@@ -467,6 +429,32 @@ class Connection:
             raise _again(ch.error)
         return ch
 
+    # -- the interface of pools: batches they drive over several connections at once --
+
+    def _stale(self):
+        """Whether this connection, idle, has input: EOF (the server closed it, and the loop
+        has not seen it yet) or junk. A put written there would be ambiguous for nothing."""
+        ch = self._main
+        if ch is None or ch._fifo or ch.transport is None:
+            return False
+        return has_input(ch.transport.get_extra_info("socket"))
+
+    def _send_window(self, chunks, batch):
+        """Queue a window (a list of buffers) whose replies ``batch`` (a ``_Batch``) takes;
+        it goes out at the next ``_flush()`` or loop iteration."""
+        self._channel().send_batch(chunks, batch)
+
+    def _flush(self):
+        """Write what this loop iteration queued now."""
+        ch = self._main
+        if ch is not None:
+            ch.flush()
+
+    def _return_job(self, job):
+        """A Job of this connection whose caller is gone: the next coroutine waiting for a job
+        takes it, else it is released at once with its own priority."""
+        self._deliver(job._channel, job.jid, job.body_bytes)
+
     # -- the core of every command --
 
     async def _call(self, ch, data, cmd, jid=None):
@@ -489,12 +477,7 @@ class Connection:
         return _result(cmd, await self._call(self._channel(), data, cmd))
 
     async def _yaml(self, cmd, *args):
-        body = await self._command(cmd, *args)
-        mode = self._parse_yaml
-        if mode is True:
-            return _load_yaml(self._core, body, cmd)
-        text = body.decode("utf-8", "replace")
-        return mode(text) if mode is not False else text
+        return _commands.yaml_value(self._core, self._parse_yaml, cmd, await self._command(cmd, *args))
 
     def _settle(self, ch, cmd, jid, reply):
         # At reply time, whether or not its caller still waits: who holds which job.
@@ -575,9 +558,8 @@ class Connection:
     async def _give_back(self, ch, jid):
         """Release a job nobody takes, with its own priority, at once."""
         try:
-            stats = _load_yaml(self._core, _result("stats-job", await ch.send(
+            priority = _commands.priority_of(self._core, _result("stats-job", await ch.send(
                 _commands.encode(self._core, "stats-job", jid), "stats-job")))
-            priority = stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
             await ch.send(_commands.encode(self._core, "release", jid, priority, 0), "release", jid)
         except Exception:
             pass    # the channel broke: the server releases the job itself
@@ -862,7 +844,7 @@ class Connection:
             except Exception as err:    # a bad item, or the caller's iterator failed: the windows sent stand
                 for batch in batches:
                     await batch.fut
-                _attach(err, [r for b in batches for r in b.results] or None)
+                attach_results(err, [r for b in batches for r in b.results] or None)
                 raise
             if batches:
                 ch.flush()
@@ -1012,50 +994,47 @@ class Connection:
         return jobs
 
 
-class Job(_SyncJob):
-    """A job of an asyncio connection: the sync Job's attributes (``conn``, ``jid``, ``body``,
-    ``body_bytes``, ``reserved``) and coroutines ``delete()``, ``release()``, ``bury()``,
-    ``touch()``, ``kick()``, ``stats()``. A reserved job remembers the channel that reserved
-    it: its commands go there."""
+class Job(JobData):
+    """A job of an asyncio connection: ``conn``, ``jid``, ``body``, ``body_bytes``, ``reserved``
+    (as the sync Job) and coroutines ``delete()``, ``release()``, ``bury()``, ``touch()``,
+    ``kick()``, ``stats()``. A reserved job remembers the channel that reserved it: its
+    commands go there."""
 
-    conn: "Connection"      # type: ignore[assignment]
+    _repr_name = "beanstalkc_fast.aio.Job"
+    conn: "Connection"
 
     def __init__(self, conn: "Connection", jid: int, body: "Optional[Body]", reserved: bool = True,
                  channel: "Any" = None) -> None:
-        super().__init__(conn, jid, body, reserved)     # type: ignore[arg-type]
+        super().__init__(conn, jid, body, reserved)
         self._channel = channel
 
-    def __repr__(self) -> str:
-        return "<beanstalkc_fast.aio" + super().__repr__()[len("<beanstalkc_fast"):]
-
     async def _priority(self):
-        stats = _load_yaml(self.conn._core, await self.conn._command("stats-job", self.jid))
-        return stats["pri"] if isinstance(stats, dict) else DEFAULT_PRIORITY
+        return _commands.priority_of(self.conn._core, await self.conn._command("stats-job", self.jid))
 
-    async def delete(self) -> None:     # type: ignore[override]
+    async def delete(self) -> None: 
         """Delete this job."""
         await self.conn._job_command("delete", self.jid, ch=self._channel)
         self.reserved = False
 
-    async def release(self, priority: "Optional[int]" = None, delay: int = 0) -> None:   # type: ignore[override]
+    async def release(self, priority: "Optional[int]" = None, delay: int = 0) -> None:
         """Release this job if reserved; ``priority=None`` keeps its current priority."""
         if self.reserved:
             priority = await self._priority() if priority is None else priority
             await self.conn._job_command("release", self.jid, priority, delay, ch=self._channel)
             self.reserved = False
 
-    async def bury(self, priority: "Optional[int]" = None) -> None:     # type: ignore[override]
+    async def bury(self, priority: "Optional[int]" = None) -> None: 
         """Bury this job if reserved; ``priority=None`` keeps its current priority."""
         if self.reserved:
             priority = await self._priority() if priority is None else priority
             await self.conn._job_command("bury", self.jid, priority, ch=self._channel)
             self.reserved = False
 
-    async def kick(self) -> None:   # type: ignore[override]
+    async def kick(self) -> None:
         """Kick this job (buried or delayed) into the ready queue."""
         await self.conn.kick_job(self.jid)
 
-    async def touch(self) -> None:  # type: ignore[override]
+    async def touch(self) -> None:
         """Ask for more time to work on this job, if reserved."""
         if self.reserved:
             await self.conn._job_command("touch", self.jid, ch=self._channel)
@@ -1099,10 +1078,6 @@ def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "
                                on_orphan=on_orphan))
 
 
-def _is_unix(host):
-    return isinstance(host, str) and ("/" in host or host.startswith("unix:"))
-
-
 def _current_task():
     try:
         return asyncio.current_task()
@@ -1127,25 +1102,7 @@ def _index_jid(core, item, index):
         raise type(err)("item %d: %s" % (index, err)) from None
 
 
-def _attach(err, results):
-    try:
-        err.results = results
-    except AttributeError:
-        pass
-
-
 def _map_results(err, outcomes):
     results = getattr(err, "results", None)
     if isinstance(results, list):
-        _attach(err, outcomes(results))
-
-
-def __getattr__(name):
-    # aio.Pool (and JobRef) on first use: the pool's policy costs import time a plain client does not need.
-    if name == "Pool":
-        from ._aiopool import Pool
-        return Pool
-    if name == "JobRef":
-        from ._poolpolicy import JobRef
-        return JobRef
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+        attach_results(err, outcomes(results))

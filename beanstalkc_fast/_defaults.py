@@ -1,0 +1,128 @@
+"""What every driver shares and none owns: defaults, option checks, addresses, small helpers.
+
+It stands just above ``exceptions`` and imports nothing else of the package, so the blocking
+client, the asyncio client and both pools can all build on it without standing on each other.
+"""
+import os
+
+from .exceptions import InvalidArgument, InvalidType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # annotations are strings, for mypy only: typing costs import time
+    from typing import Any, Tuple, Union
+    Body = Union[str, bytes, bytearray, memoryview]
+    PutItem = Union[Body, Tuple[Body], Tuple[Body, int], Tuple[Body, int, int], Tuple[Body, int, int, int]]
+    JobId = Union[int, Any]     # a job id, or a Job (anything with an int ``jid``)
+    YAMLResult = Any    # dict / list with parse_yaml=True, str with False, whatever a callable returns
+
+#: The server a ``Connection`` connects to when no host is given.
+DEFAULT_HOST = "localhost"
+#: beanstalkd's port.
+DEFAULT_PORT = 11300
+#: A job's priority when none is given (0 is the most urgent, ``2**32 - 1`` the least).
+DEFAULT_PRIORITY = 2 ** 31
+#: A job's time to run when none is given: seconds a reserved job may stay reserved before the
+#: server releases it.
+DEFAULT_TTR = 120
+
+# After writing a batch window, yield the CPU, so that a server on the same CPU answers the whole
+# window before this client wakes up (else: a wake-up every few replies).
+give_way = getattr(os, "sched_yield", lambda: None)
+
+
+def check_options(parse_yaml, encoding):
+    """Check the options every client takes, before anything connects."""
+    if parse_yaml is not True and parse_yaml is not False and not callable(parse_yaml):
+        raise InvalidType("parse_yaml must be True, False or a callable")
+    if encoding is not None:
+        "".encode(encoding)     # LookupError now rather than at the first put
+
+
+def check_on_orphan(on_orphan):
+    if on_orphan is not None and not callable(on_orphan):
+        raise InvalidType("on_orphan must be a callable or None")
+
+
+def unix_path(host):
+    """The socket path when ``host`` names a unix socket (contains ``/`` or starts with
+    ``unix:``), else None."""
+    if isinstance(host, str) and ("/" in host or host.startswith("unix:")):
+        return host[5:] if host.startswith("unix:") else host
+    return None
+
+
+def tcp_host(host):
+    """A host name or address as the socket module takes it (``[::1]`` loses its brackets)."""
+    if isinstance(host, str) and host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host
+
+
+def where(host, port):
+    """The address part of a client's repr."""
+    if unix_path(host) is not None:
+        return "path=%r" % (host,)
+    return "host=%r port=%r" % (host, port)
+
+
+def address(addr):
+    """(host, port) or a unix socket path (str) for one server address as given, and its
+    default name: ``'host:port'``, ``(host, port)``, ``'[::1]:11300'``, a bare host, or a path."""
+    if isinstance(addr, (tuple, list)):
+        if len(addr) != 2 or not isinstance(addr[0], str) or addr[1].__class__ is not int:
+            raise InvalidArgument("a server address tuple is (host, port), got %r" % (addr,))
+        host, port = addr
+        shown = "[%s]" % host if ":" in host and not host.startswith("[") else host
+        return (host, port), "%s:%d" % (shown, port)
+    if not isinstance(addr, str) or not addr:
+        raise InvalidType("a server address is 'host:port', (host, port) or a unix socket path, not %r" % (addr,))
+    if unix_path(addr) is not None:
+        return addr, addr
+    host, colon, port = addr.rpartition(":")
+    if not colon or (":" in host and not host.startswith("[")):    # 'host', or a bare IPv6 address
+        return (addr, DEFAULT_PORT), addr
+    if not port.isdigit() or not host:
+        raise InvalidArgument("bad server address %r (expected 'host:port')" % (addr,))
+    return (host, int(port)), addr
+
+
+def host_port(addr):
+    """``(host, port)`` to hand a client for an address as ``address()`` gives it."""
+    return (addr, DEFAULT_PORT) if isinstance(addr, str) else addr
+
+
+def has_input(sock):
+    """Whether ``sock`` has something to read now (EOF included); True when it cannot tell.
+    An idle connection with input was closed by the server, or has junk: never reuse it."""
+    import select   # lazily: only the pools ask
+    try:
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except ValueError:      # a descriptor past select()'s limit (1024): poll() has none
+            if not hasattr(select, "poll"):
+                return False
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+    except (OSError, ValueError, TypeError):
+        return True
+
+
+_log = None
+
+
+def log():
+    """The ``beanstalkc_fast`` logger."""
+    global _log
+    if _log is None:
+        import logging      # lazily: it costs more import time than this whole package
+        _log = logging.getLogger("beanstalkc_fast")
+    return _log
+
+
+def attach_results(err, results):
+    """Set ``err.results`` where the exception takes attributes."""
+    try:
+        err.results = results
+    except AttributeError:
+        pass
