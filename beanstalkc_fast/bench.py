@@ -11,9 +11,9 @@ through ``beanstalkc_fast.testing.LatencyProxy``. Every (row, core) runs ``--rep
 interleaved, each on a fresh tube; the table gives medians and this process's CPU per job.
 Bodies are bytes and nothing is decoded: the client's fastest documented mode.
 
-The comparison with other clients (greenstalk, beanstalkc3, pystalk, aiostalk), raw sockets
-and C reference clients, with CPU pinning and charts, is ``benchmarks/compare.py`` in the
-source checkout; it reuses ``ROWS``, ``connection_class`` and ``FastClient`` from here.
+The comparison with other clients, raw sockets and C reference clients, with CPU pinning and
+charts, is ``benchmarks/compare.py`` in the source checkout (not in the package); it reuses
+``ROWS``, ``connection_class`` and ``FastClient`` from here.
 """
 import argparse
 import gc
