@@ -15,7 +15,7 @@ test:   ## install into .venv and run the tests, both backends
 test-wheel:  ## build a wheel, install it in a fresh virtualenv, run the tests from outside the checkout
 	bash scripts/test_wheel.sh
 
-bench:  ## install into .venv and run the benchmark
+bench:  ## install into .venv and run the comparison benchmark (benchmarks/compare.py, quick)
 	bash scripts/demo.sh
 
 docs:   ## build the documentation site into docs/_build/html, warnings as errors (PYTHON= one with the docs extra)

@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for more jobs once the tube is empty (default: 0)")
 
     sub.add_parser("bench", add_help=False,
-                   help="run beanstalkc_fast.bench with the arguments that follow "
-                        "(and --host/--port given before it)")
+                   help="measure this client's throughput on both cores (beanstalkc_fast.bench) with the "
+                        "arguments that follow (and --host/--port given before it)")
     return parser
 
 

@@ -5,7 +5,7 @@
 
 Files are named ``bench_*.py`` and collected by ``pytest_collect_file`` below, so they
 never run with the unit tests in ``tests/``. The cross-client comparison is
-``python -m beanstalkc_fast.bench``.
+``python benchmarks/compare.py``.
 """
 import itertools
 import os

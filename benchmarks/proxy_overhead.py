@@ -3,8 +3,8 @@
     python benchmarks/proxy_overhead.py [--repeat 7] [--batch-ops 20000] [--apart | --no-pin]
 
 Direct and proxied runs alternate (direct, proxied, direct, ...) against one beanstalkd, so the
-ratio survives a noisy shared machine better than two separate bench runs would. Pinning is the
-bench's: client and server on one CPU, the proxy's thread with them (``--apart``: on the other
+ratio survives a noisy shared machine better than two separate compare.py runs would. Pinning is
+compare.py's: client and server on one CPU, the proxy's thread with them (``--apart``: on the other
 CPUs). Prints, per row and client, the median jobs/s both ways, their ratio, and the proxy's CPU
 per job. Not a test: nothing is asserted.
 """
@@ -14,7 +14,8 @@ import statistics
 import sys
 import tempfile
 
-from beanstalkc_fast import _backend, _pyprotocol, bench
+import compare     # the harness next to this file (this directory is first on sys.path)
+from beanstalkc_fast import _backend, _pyprotocol
 from beanstalkc_fast.testing import BeanstalkdServer, LatencyProxy
 
 
@@ -33,22 +34,22 @@ def main(argv=None):
     clients = []
     compiled = _backend._load_compiled()
     if compiled is not None:
-        clients.append(("beanstalkc_fast[cython]", bench._Partial(bench.FastClient, compiled)))
-    clients.append(("beanstalkc_fast[python]", bench._Partial(bench.FastClient, _pyprotocol)))
-    clients.append(("raw pipelined (w=256)", bench._windowed(bench.PipelinedClient, 256)))
+        clients.append(("beanstalkc_fast[cython]", compare._Partial(compare.FastClient, compiled)))
+    clients.append(("beanstalkc_fast[python]", compare._Partial(compare.FastClient, _pyprotocol)))
+    clients.append(("raw pipelined (w=256)", compare._windowed(compare.PipelinedClient, 256)))
     tmp = tempfile.mkdtemp(prefix="proxy-overhead-")
-    exe, note = bench.build_refclient(tmp)
+    exe, note = compare.build_refclient(tmp)
     log(note)
     if exe:
-        clients.append((bench.C_PIPE, bench._Partial(bench.CPipelinedClient, exe)))
+        clients.append((compare.C_PIPE, compare._Partial(compare.CPipelinedClient, exe)))
     restore = []
     with BeanstalkdServer() as server:
         allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        pinning = "unpinned" if args.no_pin else bench._pin(None, server.process.pid, log, restore)
+        pinning = "unpinned" if args.no_pin else compare._pin(None, server.process.pid, log, restore)
         with LatencyProxy(server.host, server.port, args.rtt / 1000.0) as proxy:
-            pinning += ", " + bench._place_proxy(proxy, allowed, opts, log)
-            direct = bench.Bench(opts, server.host, server.port, server.process.pid)
-            proxied = bench.Bench(opts, server.host, server.port, server.process.pid, proxy=proxy)
+            pinning += ", " + compare._place_proxy(proxy, allowed, opts, log)
+            direct = compare.Bench(opts, server.host, server.port, server.process.pid)
+            proxied = compare.Bench(opts, server.host, server.port, server.process.pid, proxy=proxy)
             print("Pipelined clients direct and through LatencyProxy(rtt=%g ms): %s, batch %d, %d jobs, "
                   "median of %d, alternating" % (args.rtt, pinning, args.batch, args.batch_ops, args.repeat))
             print()

@@ -11,7 +11,7 @@ Modes, each with N threads putting 100-byte bodies:
   write to the reply);
 - ``each``: every thread has a Connection of its own.
 
-It starts its own beanstalkd and pins itself and the server to one CPU as the bench does;
+It starts its own beanstalkd and pins itself and the server to one CPU as compare.py does;
 ``--rtt MS`` reaches the server through a LatencyProxy (its thread on the pinned CPU too).
 Modes run interleaved, ``--repeat`` times; the table gives medians. Not a test: nothing is asserted.
 """
@@ -22,8 +22,9 @@ import sys
 import threading
 import time
 
-import beanstalkc_fast
-from beanstalkc_fast import _backend, _pyprotocol, bench
+import compare     # the harness next to this file (this directory is first on sys.path)
+from beanstalkc_fast import _backend, _pyprotocol
+from beanstalkc_fast.bench import connection_class
 from beanstalkc_fast.testing import BeanstalkdServer, LatencyProxy
 
 BODY = b"x" * 100
@@ -31,12 +32,12 @@ BODY = b"x" * 100
 
 def run(mode, core, host, port, threads, puts, tube):
     """Return puts per second of ``threads`` threads making ``puts`` puts in all."""
-    beanstalkc_fast.Connection._core = core
+    connection = connection_class(core)
     per = puts // threads
     if mode == "each":
-        conns = [beanstalkc_fast.Connection(host, port, encoding=None) for _ in range(threads)]
+        conns = [connection(host, port, encoding=None) for _ in range(threads)]
     else:
-        conns = [beanstalkc_fast.Connection(host, port, encoding=None)] * threads
+        conns = [connection(host, port, encoding=None)] * threads
     for c in set(conns):
         c.use(tube)
     lock = threading.Lock()
@@ -91,13 +92,13 @@ def main(argv=None):
     results = {}
     with BeanstalkdServer() as server:
         allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        pinning = bench._pin(None, server.process.pid, log, restore)
+        pinning = compare._pin(None, server.process.pid, log, restore)
         proxy = None
         host, port = server.host, server.port
         if args.rtt:
             proxy = LatencyProxy(server.host, server.port, args.rtt / 1000.0)
             opts = argparse.Namespace(proxy_apart=False, no_pin=False)
-            pinning += ", " + bench._place_proxy(proxy, allowed, opts, log)
+            pinning += ", " + compare._place_proxy(proxy, allowed, opts, log)
             host, port = proxy.host, proxy.port
         try:
             for rep in range(args.repeat):

@@ -5,9 +5,10 @@
 #  3. `python -m build` makes an sdist and, from it, a wheel with the compiled core (from a copy of
 #     the tree, so that the build's own leftovers, src/_cprotocol.c among them, stay out of it);
 #     `twine check --strict` passes on both
-#  4. the wheel holds _cprotocol's binary (stripped, on Linux), py.typed, the .pyi and LICENSE, and
-#     no .pyx/.c; the sdist holds src/_cprotocol.pyx and LICENSE and no generated C; the README
-#     (the PyPI page) has no relative links
+#  4. the wheel holds _cprotocol's binary (stripped, on Linux), py.typed, the .pyi and LICENSE, the
+#     small bench module, and no .pyx/.c and no comparison harness (no file naming its peers or its
+#     C reference client); the sdist holds src/_cprotocol.pyx, LICENSE and benchmarks/ (compare.py,
+#     refclient.c) and no generated C; the README (the PyPI page) has no relative links
 #  5. the sdist installs with no C compiler (CC=false): BACKEND == 'python';
 #     and with BEANSTALKC_FAST_REQUIRE_EXTENSION=1 that same install fails
 #  6. the checkout is as it was (git status, ignored files included)
@@ -116,10 +117,18 @@ print("   ", " ".join(sorted(n for n in names if ".dist-info/" not in n)))
 check("wheel", names,
       ["beanstalkc_fast/_cprotocol.*.so", "beanstalkc_fast/py.typed", "beanstalkc_fast/_cprotocol.pyi",
        "beanstalkc_fast/__init__.py", "beanstalkc_fast/_pyprotocol.py", "beanstalkc_fast/testing.py",
-       "beanstalkc_fast/_refclient.c",
+       "beanstalkc_fast/bench.py",
        "*.dist-info/*LICENSE"],
-      ["*.pyx", "*.pxi", "*.pxd", "beanstalkc_fast/_cprotocol.c", "src/*", "tests/*", "benchmarks/*"])
+      ["*.pyx", "*.pxi", "*.pxd", "*.c", "*.h", "*refclient*", "*compare.py", "src/*", "tests/*", "benchmarks/*"])
 with zipfile.ZipFile(wheels[0]) as whl:
+    # The comparison harness (peers, C reference clients) stays in benchmarks/: no file of the
+    # package names a peer client or the C client (the small bench module measures this client only).
+    for name in names:
+        if name.endswith(".py"):
+            text = whl.read(name).decode("utf-8")
+            for word in ("greenstalk", "beanstalkc3", "pystalk", "aiostalk", "refclient"):
+                if word in text:
+                    print("wheel's %s mentions %s: the bench harness belongs in benchmarks/" % (name, word)); bad += 1
     for name in fnmatch.filter(names, "beanstalkc_fast/_cprotocol.*.so"):
         data = whl.read(name)
         print("    %s: %d bytes" % (name, len(data)))
@@ -133,7 +142,8 @@ print("   ", " ".join(sorted(n for n in names if not n.endswith("/"))))
 check("sdist", names,
       ["src/_cprotocol.pyx", "src/_reader.pxi", "src/_encode.pxi", "src/_checks.pxi", "src/_yaml.pxi",
        "src/_blocking.pxi", "setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "LICENSE",
-       "beanstalkc_fast/py.typed", "beanstalkc_fast/_cprotocol.pyi", "tests/conftest.py"],
+       "beanstalkc_fast/py.typed", "beanstalkc_fast/_cprotocol.pyi", "tests/conftest.py",
+       "benchmarks/compare.py", "benchmarks/refclient.c"],
       ["src/*.c", "*.so", "*.pyc"])
 import re
 with open("README.md") as f:    # PyPI shows it with no repository around it: every link absolute

@@ -3,8 +3,10 @@
 The session server is the ``beanstalkd`` fixture of ``beanstalkc_fast.testing`` (a pytest11
 plugin; registered here too so an uninstalled checkout works).
 """
+import importlib.util
 import itertools
 import os
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +132,21 @@ def arun(request, impl, monkeypatch):
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
     return run
+
+
+# -- the comparison harness, benchmarks/compare.py: in the checkout, not in the package --
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def bench_harness():
+    """benchmarks/compare.py loaded as a module (by path: it is no package's module); skips when
+    the tests run without the checkout's benchmarks/ (e.g. against a wheel, from elsewhere)."""
+    path = BENCHMARKS / "compare.py"
+    if not path.exists():
+        pytest.skip("%s is absent: the benchmark harness is not shipped in the package" % path)
+    spec = importlib.util.spec_from_file_location("beanstalkc_fast_benchmarks_compare", str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -401,16 +401,17 @@ def test_sync_and_aio_share_constants_and_the_job_data():
     assert (job.body, job.body_bytes) == ("x" * 50, b"x" * 50)
 
 
-def test_the_benchmark_runs_the_asyncio_rows(tmp_path):
+def test_the_benchmark_runs_the_asyncio_rows(bench_harness, tmp_path):
+    # bench_harness: benchmarks/compare.py (the tests' conftest loads it; skips without the checkout)
     import json
-    from beanstalkc_fast import bench
+    from beanstalkc_fast import _backend
     out = tmp_path / "out.json"
     clients = ["aio", "aiostalk"] + (["aio-uvloop"] if importlib.util.find_spec("uvloop") else [])
-    code = bench.main(["--no-pin", "--ops", "40", "--batch-ops", "2000", "--batch", "64", "--repeat", "1",
-                       "--clients", ",".join(clients), "--no-import", "--chart", "", "--json", str(out)])
+    code = bench_harness.main(["--no-pin", "--ops", "40", "--batch-ops", "2000", "--batch", "64", "--repeat", "1",
+                               "--clients", ",".join(clients), "--no-import", "--chart", "", "--json", str(out)])
     assert code == 0
     got = {(r["row"], r["client"]) for r in json.loads(out.read_text())["results"]}
-    if bench._backend._load_compiled() is not None:
+    if _backend._load_compiled() is not None:
         for row in ("put", "reserve_delete", "stats", "put_many", "reserve_delete_many", "put_concurrent",
                     "put_gather", "reserve_delete_concurrent"):
             assert (row, "aio[cython]") in got

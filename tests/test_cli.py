@@ -302,6 +302,14 @@ def test_bench_delegates_argv(run, monkeypatch):
     assert run("--socket", "/x", "bench", server=False)[0] == 2
 
 
+def test_bench_measures_this_client_on_the_given_server(run):
+    # The real module, tiny: --host/--port given before `bench` reach it; every row is reported.
+    code, out, err = run("bench", "--ops", "8", "--batch-ops", "64", "--batch", "32", "--repeat", "1")
+    assert code == 0 and "started beanstalkd" not in err
+    for label in ("put", "reserve+delete", "stats()", "put_many", "reserve_many+delete_many"):
+        assert "| %s | beanstalkc_fast[python] |" % label in out
+
+
 def test_bench_missing_module(run, monkeypatch):
     monkeypatch.setitem(sys.modules, "beanstalkc_fast.bench", None)
     code, out, err = run("bench", server=False)

@@ -1,10 +1,10 @@
-/* The C reference clients of `python -m beanstalkc_fast.bench`: the floor and the ceiling.
+/* The C reference clients of benchmarks/compare.py: the floor and the ceiling.
  *
- *   _refclient HOST PORT TUBE MODE N BODY_SIZE BATCH PUT_WINDOW RESERVE_WINDOW
+ *   refclient HOST PORT TUBE MODE N BODY_SIZE BATCH PUT_WINDOW RESERVE_WINDOW
  *
  * MODE is a bench row. Sequential (one command, wait for its reply, repeat: the floor):
  *   put, reserve_delete, stats
- * Pipelined (the ceiling), shaped like the library's batches and bench.py's raw PipelinedClient:
+ * Pipelined (the ceiling), shaped like the library's batches and compare.py's raw PipelinedClient:
  *   put_many             batches of BATCH puts; each batch in windows of PUT_WINDOW commands: send a
  *                        window, sched_yield(), read the previous window's replies
  *   reserve_delete_many  per batch: windows of RESERVE_WINDOW `reserve-with-timeout 0` (send, yield,
