@@ -6,7 +6,7 @@
 """
 from ._backend import BACKEND
 from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, Connection, Job
-from .exceptions import (BatchError, BeanstalkcException, CommandFailed, DeadlineSoon, InvalidArgument,
+from .exceptions import (BatchError, BeanstalkcException, CommandFailed, CorruptJob, DeadlineSoon, InvalidArgument,
                          InvalidType, ProtocolError, PutAmbiguous, SocketError, UnexpectedResponse)
 
 #: The package's version.
@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR",
     "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon", "SocketError",
-    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "Pool", "JobRef", "__version__",
+    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "CorruptJob", "Pool", "JobRef", "__version__",
 ]
 
 

@@ -5,7 +5,7 @@ and the pure-Python backends raise the very same classes.
 """
 __all__ = [
     "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon",
-    "SocketError", "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous",
+    "SocketError", "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "CorruptJob",
 ]
 
 
@@ -106,3 +106,17 @@ class PutAmbiguous(SocketError):
 
     def __str__(self):
         return "put to server %s may have been inserted: its reply was lost (%s)" % (self.server, self.args[1])
+
+
+class CorruptJob(UnexpectedResponse):
+    """The server handed out a job whose body is corrupt: the reply's length framing held but
+    the two bytes after the body were not CRLF (beanstalkd 1.12 restarted from its binlog after
+    ``kill -9`` can hand out a job whose body bytes are all zeros). The stream stays in step
+    and the connection usable; a reserved job stays reserved by this connection, so
+    ``bury(jid)`` or ``delete(jid)`` works. ``jid`` is the job's id;
+    ``args == (command, status, results)`` as for any unexpected reply.
+    """
+
+    def __init__(self, cmd, status, results, jid=None):
+        super().__init__(cmd, status, results)
+        self.jid = jid
