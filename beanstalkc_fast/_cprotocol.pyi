@@ -44,6 +44,20 @@ class ReplyReader:
     def gets(self) -> Optional[_Reply]: ...
     def take(self, kind: int, n: int, results: List[Any], status: Optional[bytes] = ...) -> int: ...
 
+class Batch:
+    kind: int
+    n: int
+    results: List[Any]
+    status: Optional[bytes]
+    reserves: bool
+    stop_at: Optional[bytes]
+    bad: int
+    stop: bool
+    stopped: bool
+    def __init__(self, kind: int, n: int, results: List[Any], status: Optional[bytes] = ..., reserves: bool = ...,
+                 stop_at: Optional[bytes] = ...) -> None: ...
+    def feed(self, reader: ReplyReader) -> bool: ...
+
 class Protocol:
     sock: socket.socket
     window: int             # commands per pipelined window
@@ -64,4 +78,4 @@ class Protocol:
     def jobs_many(self, items: Iterable[Any], template: bytes, args: Tuple[Any, ...], ok: bytes,
                   results: List[Any]) -> int: ...
     def reserve_many(self, n: int, first_command: bytes, results: List[Any], wait: Optional[float] = ...) -> int: ...
-    def read_many(self, n: int, results: List[Any], kind: int, status: Optional[bytes] = ...) -> int: ...
+    def read_batch(self, batch: Batch) -> int: ...

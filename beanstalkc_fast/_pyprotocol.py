@@ -21,7 +21,7 @@ from operator import attrgetter
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 6
+CORE_API = 7
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -490,6 +490,55 @@ class ReplyReader:
         self._pos = nxt
 
 
+class Batch:
+    """The replies of one window of ``n`` commands, taken from a ReplyReader as they come (no
+    I/O): every driver reads its windows' replies through this, whatever waits for the bytes.
+
+    Each reply of ``kind`` is appended to ``results`` as ``take()`` gives it (``status`` as
+    there), any other reply as it is; ``bad`` counts those. ``reserves``: a window of reserves,
+    where TIMED_OUT is dropped and any reply that is not a job sets ``stop`` (no window should
+    follow). ``stop_at``: a reply with that status ends the window early (``stopped``; the
+    replies after it are not read). ``n`` counts the replies still due.
+    """
+
+    __slots__ = ("kind", "n", "results", "status", "reserves", "stop_at", "bad", "stop", "stopped")
+
+    def __init__(self, kind, n, results, status=None, reserves=False, stop_at=None):
+        if kind == KIND_STATUS and status is None:
+            raise ValueError("take(KIND_STATUS) needs the status")
+        self.kind = kind
+        self.n = n
+        self.results = results
+        self.status = status
+        self.reserves = reserves
+        self.stop_at = stop_at
+        self.bad = 0
+        self.stop = False
+        self.stopped = False
+
+    def feed(self, reader):
+        """Take the replies ``reader`` holds; return True once the window is read."""
+        kind, status, results = self.kind, self.status, self.results
+        while self.n > 0:
+            self.n -= reader.take(kind, self.n, results, status)
+            if self.n <= 0:
+                break
+            reply = reader.gets()
+            if reply is None:
+                return False
+            self.n -= 1
+            if self.reserves:
+                self.stop = True
+                if reply[0] == b"TIMED_OUT":
+                    continue
+            results.append(reply)
+            self.bad += 1
+            if reply[0] == self.stop_at:
+                self.stopped = True
+                return True
+        return True
+
+
 # -- YAML -------------------------------------------------------------------------
 
 _BOOL = {b"yes": True, b"Yes": True, b"YES": True, b"true": True, b"True": True, b"TRUE": True,
@@ -704,23 +753,16 @@ class Protocol:
         """The next reply if it has been received whole, else None (never waits)."""
         return self._reader.gets() if self._reader._buf else None
 
-    def _read_many(self, n, results, kind, status):
-        # Read n replies: runs of the expected kind are taken at once; any other reply is
-        # appended as it is. Returns the number of those.
-        bad = 0
+    def read_batch(self, batch):
+        """Read the replies of commands already sent until ``batch`` (a Batch) has them all;
+        return ``batch.bad``."""
         reader = self._reader
-        while n > 0:
-            n -= reader.take(kind, n, results, status)
-            if n <= 0:
-                break
-            reply = reader.gets()
-            if reply is None:
-                self._fill()
-            else:
-                results.append(reply)
-                bad += 1
-                n -= 1
-        return bad
+        while not batch.feed(reader):
+            self._fill()
+        return batch.bad
+
+    def _read_many(self, n, results, kind, status):
+        return self.read_batch(Batch(kind, n, results, status)) if n else 0
 
     def _pipeline(self, windows, results, kind, status):
         """Send each (chunks, n) window of ``windows`` before reading the replies of the
@@ -759,7 +801,6 @@ class Protocol:
         ``reserve-with-timeout 0`` up to a window; more windows follow while every reply is a
         job, until ``n`` replies. Appends ``(jid, body)`` per job (as reserve()) and any other
         reply but TIMED_OUT as it is; returns how many of those."""
-        reader = self._reader
         left = max(n, 1)
         first = first_command
         bad = 0
@@ -770,40 +811,13 @@ class Protocol:
             first = None
             _give_way()
             left -= k
-            stop = False
-            while k > 0:        # every reply of the window is read, even after a stop
-                k -= reader.take(KIND_JOB, k, results)
-                if k <= 0:
-                    break
-                reply = reader.gets()
-                if reply is None:
-                    self._fill()
-                    continue
-                k -= 1
-                stop = True
-                if reply[0] != b"TIMED_OUT":
-                    results.append(reply)
-                    bad += 1
-            if timed:
-                self.sock.settimeout(self._timeout)
-            if stop:
+            batch = Batch(KIND_JOB, k, results, None, True)
+            try:
+                bad += self.read_batch(batch)   # every reply of the window is read, even after a stop
+            finally:
+                if timed:
+                    self.sock.settimeout(self._timeout)
+            if batch.stop:
                 break
         return bad
 
-    def read_many(self, n, results, kind, status=None):
-        """Read the replies of commands already sent (by send/send_chunks): up to ``n``, but
-        no further than the first reply not of ``kind``. Appends each reply of ``kind`` as
-        take() gives it and that other reply as it is; returns the number of replies read."""
-        reader = self._reader
-        done = 0
-        while done < n:
-            done += reader.take(kind, n - done, results, status)
-            if done >= n:
-                break
-            reply = reader.gets()
-            if reply is None:
-                self._fill()
-            else:
-                results.append(reply)
-                return done + 1
-        return done

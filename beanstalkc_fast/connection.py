@@ -733,19 +733,13 @@ class _Link:
         except BaseException as err:
             raise self._fail(err)
 
-    def read_many(self, n, results, kind, status=None):
-        """Read up to ``n`` replies, no further than the first one not of ``kind``: append each
-        as the core's ``take`` gives it (that other one as it is); return how many were read."""
+    def read(self, batch):
+        """Read the replies of the windows sent until ``batch`` (the core's Batch) has them;
+        return ``batch.bad``."""
         try:
-            return self._proto.read_many(n, results, kind, status)
+            return self._proto.read_batch(batch)
         except BaseException as err:
             raise self._fail(err)
-
-    def read(self, n, results, kind, status=None):
-        """Read exactly ``n`` replies, as read_many() appends them."""
-        done = 0
-        while done < n:
-            done += self.read_many(n - done, results, kind, status)
 
     def read_reply(self):
         """Read one reply: ``(status, args, body)``."""

@@ -218,6 +218,7 @@ class Pool(PoolCommands):
 
     def _rounds(self, plan, lanes, links):
         kind = self._core.KIND_INSERTED
+        Batch = self._core.Batch
         error = None
         while True:
             fresh = []
@@ -250,14 +251,8 @@ class Pool(PoolCommands):
                     continue
                 unit, entries = inflight.pop(0)
                 failure = None
-                try:
-                    read_many = links[id(lane)].read_many
-                    done = 0
-                    while done < unit.n:
-                        done += read_many(unit.n - done, entries, kind, None)
-                        last = entries[-1]
-                        if last.__class__ is tuple and last[0] == b"DRAINING":
-                            break
+                try:    # a DRAINING ends the window: the rest goes elsewhere (Lane.settle)
+                    links[id(lane)].read(Batch(kind, unit.n, entries, None, False, b"DRAINING"))
                 except BROKEN as exc:
                     failure = _socket_error(exc)
                 verdict = lane.settle(plan, self._policy, unit, entries, failure)
@@ -389,7 +384,7 @@ class Pool(PoolCommands):
     def _take(self, n):
         """Up to ``n`` ready jobs: ``reserve-with-timeout 0`` windows written to every server,
         then read; servers that gave a full share get the rest."""
-        kind = self._core.KIND_JOB
+        kind, Batch = self._core.KIND_JOB, self._core.Batch
         live = [(s, c) for s, c in zip(*self._order_conns("consumer")) if c is not None]
         if live:
             self._policy.reserved_from(live[0][0])     # the next batch's rest goes to another server
@@ -415,8 +410,9 @@ class Pool(PoolCommands):
             live = []
             for server, conn, link, k in sent:
                 entries = []
+                batch = Batch(kind, k, entries, None, True)
                 try:
-                    link.read(k, entries, kind, b"RESERVED")
+                    link.read(batch)
                 except BROKEN as err:
                     # its jobs were reserved by a connection now closed: the server gives them back
                     self._lost(server, "consumer", conn, _socket_error(err))
@@ -429,7 +425,7 @@ class Pool(PoolCommands):
                     job.server = name
                 jobs.extend(got)
                 n -= len(got)
-                if len(got) == k:
+                if not batch.stop:      # every reply a job: it may have more
                     live.append((server, conn))
         return jobs
 
@@ -443,7 +439,7 @@ class Pool(PoolCommands):
         core = self._core
         template, _, statuses = _commands.COMMANDS[cmd]
         ok = next(iter(statuses))
-        kind = core.KIND_STATUS
+        kind, Batch = core.KIND_STATUS, core.Batch
         work = []
         links = []
         try:
@@ -474,7 +470,7 @@ class Pool(PoolCommands):
                     positions, done = entry[2], entry[4]
                     replies = []
                     try:
-                        entry[5].read(n, replies, kind, ok)
+                        entry[5].read(Batch(kind, n, replies, ok))
                     except BROKEN as err:
                         entry[4] += len(replies)
                         self._fail_group(cmd, entry, _socket_error(err), outcomes, replies, done)

@@ -146,22 +146,19 @@ cdef class Protocol:
 
     # -- batches --
 
-    cdef Py_ssize_t _read_many(self, Py_ssize_t n, list results, int kind, bytes status) except -1:
-        # Read n replies: runs of the expected kind are taken at once; any other reply is
-        # appended as it is. Returns the number of those.
+    def read_batch(self, Batch batch):
+        return self._read_batch(batch)
+
+    cdef Py_ssize_t _read_batch(self, Batch batch) except -1:
         cdef ReplyReader r = self._reader
-        cdef Py_ssize_t bad = 0
-        while n > 0:
-            n -= r._take(kind, n, results, status)
-            if n <= 0:
-                break
-            if r._parse():
-                results.append(r._reply())
-                bad += 1
-                n -= 1
-            else:
-                self._fill()
-        return bad
+        while not batch._feed(r):
+            self._fill()
+        return batch.bad
+
+    cdef Py_ssize_t _read_many(self, Py_ssize_t n, list results, int kind, bytes status) except -1:
+        if n <= 0:
+            return 0
+        return self._read_batch(Batch(kind, n, results, status))
 
     cdef Py_ssize_t _pipeline(self, _Windows windows, list results, int kind, bytes status) except -1:
         # Send each window before reading the replies of the previous one.
@@ -191,9 +188,9 @@ cdef class Protocol:
         return self._pipeline(windows, results, C_KIND_STATUS, ok if type(ok) is bytes else bytes(ok))
 
     def reserve_many(self, n, first_command, results, wait=-1):
-        cdef ReplyReader r = self._reader
         cdef Py_ssize_t left = n if n > 1 else 1, k, bad = 0
-        cdef bint stop, timed
+        cdef bint timed
+        cdef Batch batch
         first = first_command
         while left > 0:
             k = left if left < self.reserve_window else self.reserve_window
@@ -207,36 +204,12 @@ cdef class Protocol:
                 self._sendall(_RESERVE0 * k)
             _give_way()
             left -= k
-            stop = False
-            while k > 0:        # every reply of the window is read, even after a stop
-                k -= r._take(C_KIND_JOB, k, results, b"RESERVED")
-                if k <= 0:
-                    break
-                if not r._parse():
-                    self._fill()
-                    continue
-                k -= 1
-                stop = True
-                if r._tok_is(0, b"TIMED_OUT"):
-                    r._consume()
-                else:
-                    results.append(r._reply())
-                    bad += 1
-            if timed:
-                self.sock.settimeout(self._timeout)
-            if stop:
+            batch = Batch(C_KIND_JOB, k, results, None, True)
+            try:
+                bad += self._read_batch(batch)      # every reply of the window is read, even after a stop
+            finally:
+                if timed:
+                    self.sock.settimeout(self._timeout)
+            if batch.stop:
                 break
         return bad
-
-    def read_many(self, Py_ssize_t n, list results, int kind, status=None):
-        cdef ReplyReader r = self._reader
-        cdef Py_ssize_t done = 0
-        while done < n:
-            done += r._take(kind, n - done, results, status)
-            if done >= n:
-                break
-            if r._parse():
-                results.append(r._reply())
-                return done + 1
-            self._fill()
-        return done

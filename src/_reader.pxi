@@ -275,3 +275,57 @@ cdef class ReplyReader:
         return (status, args, body)
 
 
+
+
+cdef class Batch:
+    """Batch(kind, n, results, status=None, reserves=False, stop_at=None)
+--
+
+"""
+    cdef public int kind                    # the KIND_* of the replies expected
+    cdef public Py_ssize_t n                # replies still due
+    cdef public list results                # each reply's value (or the other reply), in order
+    cdef public object status               # take()'s status: KIND_STATUS's, or KIND_JOB's (RESERVED)
+    cdef public bint reserves               # a window of reserves: TIMED_OUT dropped, any other non-job stops
+    cdef public object stop_at              # a status that ends the window early (None: none)
+    cdef public Py_ssize_t bad              # replies not of kind, appended as they are
+    cdef public bint stop                   # reserves: a reply that is not a job came
+    cdef public bint stopped                # the window ended early at stop_at
+
+    def __init__(self, int kind, Py_ssize_t n, list results, status=None, reserves=False, stop_at=None):
+        if kind == C_KIND_STATUS and status is None:
+            raise ValueError("take(KIND_STATUS) needs the status")
+        self.kind = kind
+        self.n = n
+        self.results = results
+        self.status = status
+        self.reserves = reserves
+        self.stop_at = stop_at
+        self.bad = 0
+        self.stop = False
+        self.stopped = False
+
+    def feed(self, ReplyReader reader):
+        return self._feed(reader)
+
+    cdef bint _feed(self, ReplyReader r) except -1:
+        cdef bint stopping
+        while self.n > 0:
+            self.n -= r._take(self.kind, self.n, self.results, self.status)
+            if self.n <= 0:
+                break
+            if not r._parse():
+                return False
+            self.n -= 1
+            if self.reserves:
+                self.stop = True
+                if r._tok_is(0, b"TIMED_OUT"):
+                    r._consume()
+                    continue
+            stopping = self.stop_at is not None and r._tok_is(0, self.stop_at)
+            self.results.append(r._reply())
+            self.bad += 1
+            if stopping:
+                self.stopped = True
+                return True
+        return True

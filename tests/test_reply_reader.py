@@ -196,3 +196,47 @@ def test_many_replies_buffer_reuse(impl):
     assert len(got) == 3000
     assert got[2999] == (b"RESERVED", (b"2999", b"299"), b"x" * 299)
     assert [int(r[1][0]) for r in got] == list(range(3000))
+
+
+# -- Batch: the replies of one window, however the bytes arrive --------------------------
+
+BATCH_CASES = [
+    # (name, stream, kind, n, status, reserves, stop_at, results, bad, stop, stopped, bytes left)
+    ("puts", b"INSERTED 1\r\nINSERTED 2\r\nJOB_TOO_BIG\r\nINSERTED 3\r\n", "KIND_INSERTED", 4, None, False, None,
+     [1, 2, (b"JOB_TOO_BIG", (), None), 3], 1, False, False, 0),
+    ("deletes", b"DELETED\r\nNOT_FOUND\r\nDELETED\r\n", "KIND_STATUS", 3, b"DELETED", False, None,
+     [None, (b"NOT_FOUND", (), None), None], 1, False, False, 0),
+    ("reserves", b"RESERVED 5 2\r\nab\r\nRESERVED 6 0\r\n\r\nTIMED_OUT\r\nTIMED_OUT\r\n", "KIND_JOB", 4, None, True,
+     None, [(5, b"ab"), (6, b"")], 0, True, False, 0),
+    ("reserves-deadline", b"RESERVED 5 2\r\nab\r\nDEADLINE_SOON\r\nTIMED_OUT\r\n", "KIND_JOB", 3, None, True, None,
+     [(5, b"ab"), (b"DEADLINE_SOON", (), None)], 1, True, False, 0),
+    ("reserves-all-jobs", b"RESERVED 5 2\r\nab\r\nRESERVED 7 1\r\nc\r\n", "KIND_JOB", 2, None, True, None,
+     [(5, b"ab"), (7, b"c")], 0, False, False, 0),
+    ("draining", b"INSERTED 1\r\nDRAINING\r\nDRAINING\r\n", "KIND_INSERTED", 3, None, False, b"DRAINING",
+     [1, (b"DRAINING", (), None)], 1, False, True, 10),
+]
+
+
+@pytest.mark.parametrize("case", BATCH_CASES, ids=[c[0] for c in BATCH_CASES])
+def test_batch_reads_one_window(impl, case):
+    name, stream, kind, n, status, reserves, stop_at, results, bad, stop, stopped, left = case
+    for how, chunks in splits(stream):
+        reader = impl.ReplyReader()
+        got = []
+        batch = impl.Batch(getattr(impl, kind), n, got, status, reserves, stop_at)
+        done = False
+        fed = 0
+        for chunk in chunks:
+            reader.feed(chunk)
+            fed += len(chunk)
+            if not done:
+                done = batch.feed(reader)
+                # complete once its last reply came, not before (bytes after a stop stay buffered)
+                assert done == (fed >= len(stream) - left), how
+        assert (got, batch.bad, batch.stop, batch.stopped, len(reader)) == (results, bad, stop, stopped, left), how
+        assert batch.results is got and batch.n == (0 if not stopped else n - len(results))
+
+
+def test_batch_of_statuses_needs_the_status(impl):
+    with pytest.raises(ValueError):
+        impl.Batch(impl.KIND_STATUS, 1, [])

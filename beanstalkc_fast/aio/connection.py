@@ -41,34 +41,27 @@ def _again(err):
 _UNSENT = object()   # a batch entry whose reply never came
 
 
-class _Batch:
-    """A FIFO entry of ``n`` pipelined replies of one ``kind``, taken by the core's ``take``."""
+class _Window:
+    """A FIFO entry: the replies of one pipelined window, read by the core's ``Batch``."""
 
-    __slots__ = ("fut", "cmd", "kind", "status", "n", "results", "bad", "jids")
+    __slots__ = ("fut", "cmd", "batch", "results", "kind", "jids", "stop_error")
 
-    def __init__(self, fut, cmd, kind, status, n, jids=None):
+    def __init__(self, fut, cmd, batch, jids=None, stop_error=None):
         self.fut = fut
         self.cmd = cmd
-        self.kind = kind
-        self.status = status
-        self.n = n
-        self.results: list = []     # per reply: the kind's value, or the whole other reply
-        self.bad = 0
-        self.jids = jids            # the job ids of a job-command window, in order
+        self.batch = batch
+        self.results = batch.results    # per reply: the kind's value, or the whole other reply
+        self.kind = batch.kind
+        self.jids = jids                # the job ids of a job-command window, in order
+        self.stop_error = stop_error    # raised when the batch stops at its stop_at status
 
     def feed(self, reader):
-        """Take what is buffered; return True once all ``n`` replies were read."""
-        results = self.results
-        while self.n > 0:
-            self.n -= reader.take(self.kind, self.n, results, self.status)
-            if self.n <= 0:
-                break
-            reply = reader.gets()
-            if reply is None:
-                return False
-            results.append(reply)
-            self.bad += 1
-            self.n -= 1
+        """Take what is buffered; return True once the window is read."""
+        batch = self.batch
+        if not batch.feed(reader):
+            return False
+        if batch.stopped and self.stop_error is not None:    # the channel fails every caller behind it
+            raise self.stop_error(self.cmd, batch.stop_at.decode("ascii"), [])
         return True
 
 
@@ -79,7 +72,7 @@ class _Channel(asyncio.BufferedProtocol):
         self._conn = conn
         self._loop = conn._loop
         self._reader = conn._core.ReplyReader()
-        self._fifo: deque = deque()     # (future, cmd, jid or None) per command, or a _Batch per window
+        self._fifo: deque = deque()     # (future, cmd, jid or None) per command, or a _Window
         self._out: list = []            # buffers queued this loop iteration
         self._flushing = False
         self._paused = False            # the transport asked us to stop writing
@@ -440,7 +433,7 @@ class Connection:
         return has_input(ch.transport.get_extra_info("socket"))
 
     def _send_window(self, chunks, batch):
-        """Queue a window (a list of buffers) whose replies ``batch`` (a ``_Batch``) takes;
+        """Queue a window (a list of buffers) whose replies ``batch`` (a ``_Window``) takes;
         it goes out at the next ``_flush()`` or loop iteration."""
         self._channel().send_batch(chunks, batch)
 
@@ -824,19 +817,21 @@ class Connection:
 
     # -- batches --
 
-    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None):
+    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves=False):
         """Send each ``(chunks, n)`` window of ``windows`` (waiting while the transport is
         full), then wait for every reply. Return the per-item entries (as the core's take
-        gives them) and whether any is another reply. A caller cancelled meanwhile leaves
-        its windows' replies to be read and dropped (a put's job reported to on_orphan)."""
+        gives them) and whether any is another reply (for reserves: whether one was no job).
+        A caller cancelled meanwhile leaves its windows' replies to be read and dropped (a
+        put's job reported to on_orphan)."""
+        Batch = self._core.Batch
         batches = []
         try:
             try:
                 for chunks, n in windows:
                     if ch._paused:
                         await ch.writable()
-                    batch = _Batch(self._loop.create_future(), cmd, kind, status, n,
-                                   None if jids_of is None else jids_of(n))
+                    batch = _Window(self._loop.create_future(), cmd, Batch(kind, n, [], status, reserves),
+                                    None if jids_of is None else jids_of(n))
                     ch.send_batch(chunks, batch)
                     batches.append(batch)
             except (SocketError, ProtocolError):
@@ -861,7 +856,7 @@ class Connection:
             if isinstance(err, SocketError):
                 err.results = [r for b in batches for r in b.results]   # what was confirmed: a prefix
             raise
-        return [r for b in batches for r in b.results], any(b.bad for b in batches)
+        return [r for b in batches for r in b.results], any(b.batch.bad or b.batch.stop for b in batches)
 
     def _outcomes(self, cmd, entries, ch=None):
         out = []
@@ -979,7 +974,8 @@ class Connection:
         while len(jobs) < n:
             k = min(n - len(jobs), core.RESERVE_WINDOW)
             ch = await self._consumer(False)
-            entries, bad = await self._pipeline(ch, cmd, iter([([_RESERVE0 * k], k)]), core.KIND_JOB, None)
+            entries, bad = await self._pipeline(ch, cmd, iter([([_RESERVE0 * k], k)]), core.KIND_JOB, None,
+                                                reserves=True)
             outcomes = self._outcomes(cmd, entries, ch)
             got = [r for r in outcomes if isinstance(r, Job)]
             if not bad:

@@ -12,7 +12,7 @@ from .._defaults import check_on_orphan, give_way, host_port
 from .._poolcommands import PoolCommands
 from .._poolpolicy import BROKEN, Drained, JobRef, split
 from ..exceptions import BatchError, DeadlineSoon, SocketError
-from .connection import Connection, Job, _Batch, default_orphan
+from .connection import Connection, Job, _Window, default_orphan
 
 __all__ = ["Pool", "JobRef"]
 
@@ -22,28 +22,6 @@ if TYPE_CHECKING:
 
 _DEPTH = 2              # put_many windows in flight per server: one at work while the other is answered
 _MIN_PROBE_WAIT = 0.25  # a waiting reserve probes servers that are down at most this often (retry_after=0)
-
-
-class _PutBatch(_Batch):
-    """The replies of one put_many window; a DRAINING among them ends the stream."""
-
-    __slots__ = ()
-
-    def feed(self, reader):
-        results = self.results
-        while self.n > 0:
-            self.n -= reader.take(self.kind, self.n, results, None)
-            if self.n <= 0:
-                break
-            reply = reader.gets()
-            if reply is None:
-                return False
-            results.append(reply)
-            self.bad += 1
-            self.n -= 1
-            if reply[0] == b"DRAINING":
-                raise Drained("put", "DRAINING", [])     # the channel fails every caller behind it
-        return True
 
 
 class _Conns:
@@ -261,6 +239,7 @@ class Pool(PoolCommands):
 
     async def _rounds(self, plan, lanes, batches):
         kind = self._core.KIND_INSERTED
+        Batch = self._core.Batch
         loop = asyncio.get_running_loop()
         error = None
 
@@ -274,7 +253,10 @@ class Pool(PoolCommands):
                     return
                 if unit is None:
                     return
-                batch = _PutBatch(loop.create_future(), "put", kind, None, unit.n)
+                # a DRAINING ends the window and the stream: a draining beanstalkd may leave
+                # refusals of pipelined puts unanswered; every put behind it is refused too
+                batch = _Window(loop.create_future(), "put", Batch(kind, unit.n, [], None, False, b"DRAINING"),
+                                None, Drained)
                 try:
                     lane.conn._send_window(unit.chunks, batch)
                 except BROKEN as err:       # the connection broke before: nothing of the window was written
