@@ -6,7 +6,7 @@ Each directory is a checkout (or any folder holding a built ``beanstalkc_fast``)
 measurement runs in a fresh interpreter with that folder first on ``sys.path``, against one
 beanstalkd this script starts, client and server pinned to one CPU (``--cpu -1``: unpinned).
 Rows use only the public API, so any two versions compare: single ``put``, ``reserve`` +
-``delete``, ``put_many`` in calls of 500, and asyncio: 1,000 long-lived coroutines each
+``delete``, ``put_many`` and ``reserve_many`` + ``delete_many`` in calls of 500, and asyncio: 1,000 long-lived coroutines each
 awaiting ``put()`` (uvloop when installed). Prints each row's median jobs/s per side and the
 ratio AFTER/BEFORE (medians of the pairwise ratios: robust to a machine whose speed drifts).
 """
@@ -24,6 +24,7 @@ ROWS = {
     "put": 20000,
     "reserve_delete": 10000,
     "put_many_500": 200000,
+    "reserve_delete_many_500": 200000,
     "aio_1000_puts": 100000,
 }
 
@@ -37,7 +38,7 @@ tube = "ab-%d" % os.getpid()
 c = beanstalkc_fast.Connection("127.0.0.1", port, encoding=None)
 c.use(tube); c.watch(tube); c.ignore("default")
 body = b"x" * 100
-if row == "reserve_delete":
+if row in ("reserve_delete", "reserve_delete_many_500"):
     for i in range(0, n, 500):
         c.put_many([body] * min(500, n - i))
 t0 = time.perf_counter()
@@ -53,6 +54,9 @@ elif row == "put_many_500":
     items = [body] * 500
     for _ in range(n // 500):
         c.put_many(items)
+elif row == "reserve_delete_many_500":
+    for _ in range(n // 500):
+        c.delete_many(c.reserve_many(500))
 elif row == "aio_1000_puts":
     from beanstalkc_fast import aio
     try:
