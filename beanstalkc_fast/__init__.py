@@ -5,6 +5,7 @@
 ``BACKEND`` tells which protocol core is in use: ``'cython'`` or ``'python'``.
 """
 from ._backend import BACKEND
+from ._retry import Retry
 from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, Connection, Job
 from .exceptions import (BatchError, BeanstalkcException, CommandFailed, CorruptJob, DeadlineSoon, InvalidArgument,
                          InvalidType, ProtocolError, PutAmbiguous, SocketError, UnexpectedResponse)
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR",
     "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon", "SocketError",
-    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "CorruptJob", "Pool", "JobRef", "__version__",
+    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "CorruptJob", "Retry", "Pool", "JobRef", "__version__",
 ]
 
 

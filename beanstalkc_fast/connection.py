@@ -8,7 +8,7 @@ Jobs, YAML and the bookkeeping of tubes.
 import _thread
 from _collections import deque  # type: ignore  # (collections itself costs import time)
 
-from . import _backend, _commands
+from . import _backend, _commands, _retry
 from ._commands import COMMANDS as _COMMANDS, result as _result
 from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_options, has_input,
                         tcp_host, unix_path, where)
@@ -55,6 +55,9 @@ class Connection:
       it; ``None`` means bodies are ``bytes`` both ways.
     - ``socket_timeout``: seconds any command may take (``None``: no limit); a reserve
       waits its own timeout on top of it.
+    - ``retry``: a ``Retry`` to reconnect (restoring the tubes) and send a command again when
+      the connection breaks, where that cannot change the queue twice; ``None`` (the default,
+      as beanstalkc): a broken connection raises ``SocketError`` at once.
 
     Threads (and greenlets) may share a connection: their calls pipeline. Each caller
     writes its command at once, in call order, and the replies, which beanstalkd sends in
@@ -69,8 +72,10 @@ class Connection:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
-                 *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None) -> None:
+                 *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None,
+                 retry: "Optional[_retry.Retry]" = None) -> None:
         check_options(parse_yaml, encoding)
+        self._retry = _retry.check(retry)
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -82,6 +87,9 @@ class Connection:
         self._lock = self._allocate()           # the write lock: writes go out in the order of _queue
         self._qlock = self._allocate()          # guards _queue and the passing of the reader role
         self._queue: "Any" = deque()            # one entry per command whose reply is still to come
+        self._rlock = self._allocate()          # one caller at a time revives a lost connection
+        self._retrying: "Any" = set()           # threads in a retry loop (their failed attempts go to it)
+        self._closed_by_user = False            # close() was called: no retry reconnects
         self._using = "default"
         self._watching = ["default"]
         self.connect()
@@ -101,8 +109,15 @@ class Connection:
 
     def connect(self) -> None:
         """Connect to the server (closing any previous socket first)."""
-        import socket   # here, not at the top: it is two thirds of this package's import time
         self.close()
+        self._publish(self._open())
+        self._using = "default"
+        self._watching = ["default"]
+        self._closed_by_user = False
+
+    def _open(self):
+        """A new core driver on a new socket (nothing published yet)."""
+        import socket   # here, not at the top: it is two thirds of this package's import time
         timeout = self._connect_timeout
         if timeout is _SOCKET_DEFAULT:
             timeout = socket.getdefaulttimeout()
@@ -122,16 +137,42 @@ class Connection:
             sock.settimeout(self._socket_timeout)
         except OSError as err:
             raise SocketError(err) from err
-        proto = self._core.Protocol(sock)
+        return self._core.Protocol(sock)
+
+    def _publish(self, proto):
         self._lock.acquire()    # a writer reads the driver and its queue as one pair
         self._queue = deque()
         self._proto = proto
         self._lock.release()
-        self._using = "default"
-        self._watching = ["default"]
+
+    def _restore(self, proto, using, watching):
+        """Use and watch the tubes on a new driver before anyone else may send on it (pipelined,
+        in the order the tubes were taken); a failure closes its socket and raises."""
+        cmds = [("use", using)] if using != "default" else []
+        if "default" in watching:
+            others = [name for name in watching if name != "default"]
+        else:   # watch one tube before ignoring 'default': the last watched tube cannot be ignored
+            cmds += [("watch", watching[0]), ("ignore", "default")]
+            others = watching[1:]
+        cmds += [("watch", name) for name in others]
+        if not cmds:
+            return
+        try:
+            proto.send(b"".join([_commands.encode(self._core, cmd, name) for cmd, name in cmds]))
+            for cmd, _ in cmds:
+                _result(cmd, proto.read_reply())
+        except BaseException as err:
+            try:
+                proto.sock.close()
+            except Exception:
+                pass
+            if isinstance(err, OSError):
+                raise SocketError(err) from err
+            raise
 
     def close(self) -> None:
         """Close the connection (sending ``quit``). Never raises; may be called twice."""
+        self._closed_by_user = True
         proto, self._proto = self._proto, None
         if proto is not None:
             sock = proto.sock
@@ -161,27 +202,61 @@ class Connection:
                 pass
 
     def reconnect(self) -> None:
-        """Close, connect again and restore the used tube and the watched tubes (in their order)."""
+        """Close, connect again and restore the used tube and the watched tubes (in their order).
+        A failure leaves the connection closed and keeps the tubes for the next reconnect()."""
         using, watching = self._using, list(self._watching)
-        self.connect()
+        self.close()
+        proto = self._open()
+        self._restore(proto, using, watching)
+        self._publish(proto)
+        self._closed_by_user = False
+
+    def _revive(self):
+        """With a Retry: reconnect a lost connection, once for all the callers that met it, its
+        tubes restored before anyone else may send on it."""
+        self._rlock.acquire()
         try:
-            if using != "default":
-                self.use(using)
-            if "default" in watching:
-                others = [name for name in watching if name != "default"]
-            else:
-                # watch one tube before ignoring 'default': the last watched tube cannot be ignored
-                self.watch(watching[0])
-                self.ignore("default")
-                others = watching[1:]
-            for name in others:
-                self.watch(name)
-        except BaseException:
-            # A half-restored connection must not be used: drop it, and keep the tubes
-            # so that the next reconnect() restores them.
-            self._drop()
-            self._using, self._watching = using, watching
-            raise
+            if self._proto is not None:     # another caller revived it
+                return
+            if self._closed_by_user:
+                raise SocketError("connection is closed; call reconnect()")
+            proto = self._open()
+            self._restore(proto, self._using, self._watching)
+            self._publish(proto)
+        finally:
+            self._rlock.release()
+
+    def _retried(self, data, read, args, err, written):
+        """``data`` met a broken connection (``err``; ``written``: its bytes may have reached
+        the server): with a Retry, reconnect and send it again where that cannot change the
+        queue twice; return its reply as _pipe() does, or raise."""
+        me = _thread.get_ident()
+        if me in self._retrying:        # an attempt of the loop below: the loop decides
+            err.written = written
+            raise err
+        if written and not _retry.resendable(data):
+            raise _retry.written_and_lost(data, err, self._server())
+        if self._closed_by_user:
+            raise err
+        self._retrying.add(me)
+        try:
+            for wait in self._retry.delays():
+                if wait:
+                    import time     # looked up now: gevent patches time.sleep
+                    time.sleep(wait)
+                try:
+                    self._revive()
+                    return self._pipe(data, read, *args)
+                except SocketError as again:
+                    err = again
+                    if getattr(again, "written", False) and not _retry.resendable(data):
+                        raise _retry.written_and_lost(data, again, self._server())
+        finally:
+            self._retrying.discard(me)
+        raise _retry.gave_up(err, self._retry.attempts)
+
+    def _server(self):
+        return self.host if unix_path(self.host) is not None else "%s:%s" % (self.host, self.port)
 
     @property
     def connected(self) -> bool:
@@ -212,16 +287,25 @@ class Connection:
 
     def _pipe(self, data, read, *args):
         """Write ``data`` behind the commands in flight and return its reply: what
-        ``proto.<read>(*args)`` gives when this thread reads it, else the reply tuple."""
+        ``proto.<read>(*args)`` gives when this thread reads it, else the reply tuple.
+        A broken connection raises SocketError, or with a Retry goes to _retried()."""
         lock = self._lock
         lock.acquire()
         proto = self._proto
         if proto is None:
             lock.release()
-            raise SocketError("connection is closed; call reconnect()")
+            err = SocketError("connection is closed; call reconnect()")
+            if self._retry is None:
+                raise err
+            return self._retried(data, read, args, err, False)
         queue = self._queue
         if queue:
-            waiter = self._enqueue(proto, queue)
+            try:
+                waiter = self._enqueue(proto, queue)
+            except SocketError as err:      # lost before this caller wrote anything
+                if self._retry is None:
+                    raise
+                return self._retried(data, read, args, err, False)
         else:
             # No reply in flight, so no reader to race with, and other writers wait for
             # the write lock: the caller becomes the reader without the queue's lock.
@@ -231,16 +315,27 @@ class Connection:
             proto.write(data)
         except BaseException as err:
             lock.release()
-            raise self._lost(proto, queue, err)
+            exc = self._lost(proto, queue, err)
+            if self._retry is None or not isinstance(exc, SocketError):
+                raise exc
+            return self._retried(data, read, args, exc, True)
         lock.release()
         if waiter is not None:
-            reply = self._wait(proto, queue, waiter)
+            try:
+                reply = self._wait(proto, queue, waiter)
+            except SocketError as err:      # the connection broke with this command written
+                if self._retry is None:
+                    raise
+                return self._retried(data, read, args, err, True)
             if reply is not _LEAD:
                 return reply
         try:
             reply = getattr(proto, read)(*args)
         except BaseException as err:
-            raise self._lost(proto, queue, err)
+            exc = self._lost(proto, queue, err)
+            if self._retry is None or not isinstance(exc, SocketError):
+                raise exc
+            return self._retried(data, read, args, exc, True)
         qlock = self._qlock
         qlock.acquire()
         if len(queue) == 1:     # nobody behind: the usual case of a call alone
@@ -371,16 +466,46 @@ class Connection:
 
     def _do(self, method, *args):
         """Call the blocking driver's ``method(*args)`` with the connection to itself: under
-        the write lock, once every reply in flight has been read; translate its errors."""
+        the write lock, once every reply in flight has been read; translate its errors. With
+        a Retry, a reserve is sent again on a new connection, and so is any method that had
+        not written anything."""
+        try:
+            return self._do_once(method, args)
+        except SocketError as err:
+            if self._retry is None or self._closed_by_user:
+                raise
+            written = getattr(err, "written", True)
+            if written and method != "reserve":
+                raise
+            for wait in self._retry.delays():
+                if wait:
+                    import time     # looked up now: gevent patches time.sleep
+                    time.sleep(wait)
+                try:
+                    self._revive()
+                    return self._do_once(method, args)
+                except SocketError as again:
+                    err = again
+                    if getattr(again, "written", True) and method != "reserve":
+                        raise
+            raise _retry.gave_up(err, self._retry.attempts)
+
+    def _do_once(self, method, args):
         lock = self._lock
         lock.acquire()
         try:
             proto = self._proto
             if proto is None:
-                raise SocketError("connection is closed; call reconnect()")
+                err = SocketError("connection is closed; call reconnect()")
+                err.written = False
+                raise err
             queue = self._queue
             if queue:
-                self._drain(proto, queue)
+                try:
+                    self._drain(proto, queue)
+                except SocketError as err:
+                    err.written = False
+                    raise
             try:
                 return getattr(proto, method)(*args)
             except BaseException as err:

@@ -1105,16 +1105,17 @@ def test_reconnect_failing_midway_keeps_the_tubes_to_restore(private, tube, monk
     c.use(tube)
     c.watch(tube)
     c.ignore("default")
-    real_use = Connection.use
+    real_restore = Connection._restore
 
-    def broken_use(self, name):
-        self._drop()
+    def broken_restore(self, proto, using, watching):
+        proto.sock.close()
         raise SocketError("connection lost while restoring")
 
-    monkeypatch.setattr(Connection, "use", broken_use)
+    monkeypatch.setattr(Connection, "_restore", broken_restore)
     with pytest.raises(SocketError):
         c.reconnect()
-    monkeypatch.setattr(Connection, "use", real_use)
+    assert not c.connected
+    monkeypatch.setattr(Connection, "_restore", real_restore)
     c.reconnect()
     assert c.using() == tube
     assert c.watching() == [tube]

@@ -5,7 +5,7 @@ The design is told in the package's docstring (``beanstalkc_fast.aio``).
 import asyncio
 from collections import deque
 
-from .. import _backend, _commands
+from .. import _backend, _commands, _retry
 from .._commands import COMMANDS as _COMMANDS, RESERVE0 as _RESERVE0, outcome as _outcome, result as _result
 from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_on_orphan,
                          check_options, give_way as _give_way, has_input, log, tcp_host, unix_path, where)
@@ -36,6 +36,12 @@ def _again(err):
     exc = type(err)(*err.args)
     exc.__cause__ = err.__cause__
     return exc
+
+
+def _unsent(err):
+    """``err`` for a command that met a broken connection before anything of it was queued."""
+    err.written = False
+    return err
 
 
 _UNSENT = object()   # a batch entry whose reply never came
@@ -151,7 +157,7 @@ class _Channel(asyncio.BufferedProtocol):
     def send(self, data, cmd, jid=None):
         """Queue the command ``data``; return the future of its reply."""
         if self.error is not None:
-            raise _again(self.error)
+            raise _unsent(_again(self.error))
         fut = self._loop.create_future()
         fifo = self._fifo
         idle = not fifo
@@ -210,12 +216,12 @@ class _Channel(asyncio.BufferedProtocol):
         """Wait while the transport's write buffer is above its high-water mark."""
         while self._paused:
             if self.error is not None:
-                raise _again(self.error)
+                raise _unsent(_again(self.error))
             fut = self._loop.create_future()
             self._drainers.append(fut)
             await fut
         if self.error is not None:
-            raise _again(self.error)
+            raise _unsent(_again(self.error))
 
     # -- socket_timeout: the server must answer within it (a waiting reserve: plus its own timeout) --
 
@@ -301,9 +307,13 @@ class Connection:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
                  connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
-                 on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
+                 on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
+                 retry: "Optional[_retry.Retry]" = None) -> None:
         check_options(parse_yaml, encoding)
         check_on_orphan(on_orphan)
+        self._retry = _retry.check(retry)
+        self._reviving: "Any" = None    # the future of a reconnect in progress (with a Retry)
+        self._closed_by_user = False    # close() was called: no retry reconnects
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -366,35 +376,93 @@ class Connection:
         self._main = await self._open()
         self._using = "default"
         self._watching = ["default"]
+        self._closed_by_user = False
 
     async def reconnect(self) -> None:
-        """Close, connect again and restore the used tube and the watched tubes."""
-        using, watching = self._using, list(self._watching)
-        await self.connect()
+        """Close, connect again and restore the used tube and the watched tubes. A failure
+        leaves the connection closed and keeps the tubes for the next reconnect()."""
+        self._closed_by_user = True
+        await self._reopen()
+        self._closed_by_user = False
+
+    async def _reopen(self):
+        self._shut()
+        self._loop = asyncio.get_running_loop()
+        self._main = ch = await self._open()
+        # Nothing awaited since the channel came: the tubes are restored by the first commands
+        # queued on it, before any other coroutine's.
+        cmds = [("use", self._using)] if self._using != "default" else []
+        cmds += [("watch", name) for name in self._watching if name != "default"]
+        if "default" not in self._watching:
+            cmds.append(("ignore", "default"))
+        futs = [ch.send(_commands.encode(self._core, cmd, name), cmd) for cmd, name in cmds]
         try:
-            if using != "default":
-                await self.use(using)
-            for name in watching:
-                if name != "default":
-                    await self.watch(name)
-            if "default" not in watching:
-                await self.ignore("default")
+            for (cmd, _), fut in zip(cmds, futs):
+                _result(cmd, await fut)
         except BaseException:
             self._lost(_closed())
-            self._using, self._watching = using, watching
             raise
+
+    async def _revive(self):
+        """With a Retry: reconnect a lost connection once for all the coroutines that met it."""
+        while self._reviving is not None:
+            await asyncio.shield(self._reviving)
+        if self.connected:
+            return
+        if self._closed_by_user:
+            raise _closed()
+        fut = self._reviving = asyncio.get_running_loop().create_future()
+        try:
+            await self._reopen()
+        finally:
+            self._reviving = None
+            fut.set_result(None)
+
+    async def _retried(self, data, err, attempt):
+        """A command (``data``; None: a reserve) met a broken connection (``err``): with a
+        Retry, reconnect and run ``attempt()`` again where that cannot change the queue twice."""
+        written = getattr(err, "written", True)
+        if written and data is not None and not _retry.resendable(data):
+            raise _retry.written_and_lost(data, err, self._server())
+        if self._closed_by_user:
+            raise err
+        for wait in self._retry.delays():
+            if wait:
+                await asyncio.sleep(wait)
+            try:
+                await self._revive()
+                return await attempt()
+            except SocketError as again:
+                err = again
+                if getattr(again, "written", True) and data is not None and not _retry.resendable(data):
+                    raise _retry.written_and_lost(data, again, self._server())
+        raise _retry.gave_up(err, self._retry.attempts)
+
+    def _channel_error(self):
+        try:
+            self._channel()
+        except SocketError as err:
+            return err
+        return _unsent(_closed())
+
+    def _server(self):
+        return self.host if unix_path(self.host) is not None else "%s:%s" % (self.host, self.port)
 
     async def close(self) -> None:
         """Close the connection and its consumer channels. Never raises; may be called twice."""
+        self._closed_by_user = True
         try:
-            main, self._main = self._main, None
-            channels = ([main] if main is not None else []) + self._consumers
-            self._consumers = []
-            for ch in channels:
-                ch.quit()
-            self._reset(_closed())
+            self._shut()
         except Exception:
             pass
+
+    def _shut(self):
+        main, self._main = self._main, None
+        channels = ([main] if main is not None else []) + self._consumers
+        self._consumers = []
+        for ch in channels:
+            ch.quit()
+        self._reset(_closed())
 
     def _lost(self, err):
         """A channel broke (EOF, reset, timeout, bad framing): fail every caller and close all."""
@@ -417,9 +485,9 @@ class Connection:
     def _channel(self):
         ch = self._main
         if ch is None:
-            raise _closed()
+            raise _unsent(_closed())
         if ch.error is not None:    # broken: no new channel may open either, until reconnect()
-            raise _again(ch.error)
+            raise _unsent(_again(ch.error))
         return ch
 
     # -- the interface of pools: batches they drive over several connections at once --
@@ -467,7 +535,13 @@ class Connection:
 
     async def _command(self, cmd, *args):
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
-        return _result(cmd, await self._call(self._channel(), data, cmd))
+        try:
+            reply = await self._call(self._channel(), data, cmd)
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            reply = await self._retried(data, err, lambda: self._call(self._channel(), data, cmd))
+        return _result(cmd, reply)
 
     async def _yaml(self, cmd, *args):
         return _commands.yaml_value(self._core, self._parse_yaml, cmd, await self._command(cmd, *args))
@@ -641,24 +715,30 @@ class Connection:
         """Put a job into the used tube; return its id."""
         core = self._core
         body = core.check_body(body, self._encoding)
-        ch = self._main
-        if ch is None:
-            raise _closed()
         if len(body) < core.BIG_BODY:
             data = core.encode_put(body, priority, delay, ttr)
+        else:
+            data = b"".join(core.put_chunks(body, priority, delay, ttr))
+        ch = self._main
+        try:
+            if ch is None:
+                raise _unsent(_closed())
             if ch._paused:
                 await ch.writable()
             fut = ch.send(data, "put")
-        else:
-            chunks = core.put_chunks(body, priority, delay, ttr)
-            if ch._paused:
-                await ch.writable()
-            fut = ch.send(b"".join(chunks), "put")
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            return _result("put", await self._retried(data, err, lambda: self._call(self._channel(), data, "put")))
         try:
             return _result("put", await fut)
         except asyncio.CancelledError:
             self._late(ch, "put", fut)
             raise
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            return _result("put", await self._retried(data, err, lambda: self._call(self._channel(), data, "put")))
 
     async def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""
@@ -678,6 +758,14 @@ class Connection:
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds (forever if
         None). Return a Job, or None on timeout; raise DeadlineSoon."""
         seconds = None if timeout is None else _commands.check_timeout(self._core, timeout)
+        try:
+            return await self._reserve(seconds)
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            return await self._retried(None, err, lambda: self._reserve(seconds))
+
+    async def _reserve(self, seconds):
         waiters = self._waiters
         while waiters and waiters[0][0].done():
             waiters.popleft()
@@ -708,8 +796,16 @@ class Connection:
     async def reserve_job(self, jid: "JobId") -> "Job":
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
         data = _commands.encode(self._core, "reserve-job", jid)
-        ch = await self._consumer(False)
-        return self._job(ch, _result("reserve-job", await self._call(ch, data, "reserve-job", _TRACK_RESERVE)))
+
+        async def attempt():
+            ch = await self._consumer(False)
+            return self._job(ch, _result("reserve-job", await self._call(ch, data, "reserve-job", _TRACK_RESERVE)))
+        try:
+            return await attempt()
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            return await self._retried(None, err, attempt)
 
     async def watch(self, name: str) -> int:
         """Watch the tube ``name``; return the number of watched tubes."""
@@ -725,7 +821,12 @@ class Connection:
         """Stop watching the tube ``name``; return the number of watched tubes
         (1 when it was the last one, which beanstalkd refuses to ignore)."""
         data = _commands.encode(self._core, "ignore", name)
-        reply = await self._call(self._channel(), data, "ignore")
+        try:
+            reply = await self._call(self._channel(), data, "ignore")
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            reply = await self._retried(data, err, lambda: self._call(self._channel(), data, "ignore"))
         count = _result("ignore", reply)
         if reply[0] == b"WATCHING":
             name = name if isinstance(name, str) else name.decode("ascii")
@@ -748,9 +849,15 @@ class Connection:
     async def _job_command(self, cmd, jid, *args, ch=None):
         data = _commands.encode(self._core, cmd, jid, *args)
         jid = self._core.check_jid(jid)
-        if ch is None or jid not in ch.held:
-            ch = self._held.get(jid) or self._channel()
-        reply = await self._call(ch, data, cmd, jid if cmd in _ENDS_RESERVATION else None)
+        track = jid if cmd in _ENDS_RESERVATION else None
+        try:
+            if ch is None or jid not in ch.held:
+                ch = self._held.get(jid) or self._channel()
+            reply = await self._call(ch, data, cmd, track)
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            reply = await self._retried(data, err, lambda: self._call(self._channel(), data, cmd, track))
         return _result(cmd, reply)
 
     async def delete(self, jid: "JobId") -> None:
@@ -878,6 +985,9 @@ class Connection:
         for value, what in ((priority, "priority"), (delay, "delay"), (ttr, "ttr")):
             core.check_uint32(value, what)
         windows = core.put_windows(items, priority, delay, ttr, self._encoding, core.WINDOW_ITEMS)
+        ch = self._main
+        if (ch is None or ch.error is not None) and self._retry is not None and not self._closed_by_user:
+            await self._retried(None, self._channel_error(), self._revive)    # nothing sent yet
         ch = self._channel()
         try:
             entries, bad = await self._pipeline(ch, "put", windows, core.KIND_INSERTED, None)
@@ -897,6 +1007,9 @@ class Connection:
         jids = [_index_jid(core, item, i) for i, item in enumerate(items)]    # all checked before a byte is sent
         ok = next(iter(statuses))
         groups: dict = {}   # channel -> positions of its jobs
+        main = self._main
+        if (main is None or main.error is not None) and self._retry is not None and not self._closed_by_user:
+            await self._retried(None, self._channel_error(), self._revive)    # nothing sent yet
         main = self._channel()
         for i, jid in enumerate(jids):
             groups.setdefault(self._held.get(jid) or main, []).append(i)
@@ -962,6 +1075,11 @@ class Connection:
             for job in jobs:    # already taken for a caller that is gone
                 self._deliver(job._channel, job.jid, job.body_bytes)
             raise
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            # the jobs taken died with the connection: their reservations are gone
+            return await self._retried(None, err, lambda: self._reserve_many(n, seconds, []))
 
     async def _reserve_many(self, n, seconds, jobs):
         core = self._core
@@ -1063,7 +1181,7 @@ class _Connect:
 def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "Any" = True,
             encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = None,
             socket_timeout: "Optional[float]" = None,
-            on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> "Any":
+            on_orphan: "Optional[Callable[[str, Any], Any]]" = None, retry: "Optional[_retry.Retry]" = None) -> "Any":
     """Connect to beanstalkd: ``conn = await connect(...)`` or ``async with connect(...) as conn:``.
 
     ``host`` may be a name, an IPv4 or IPv6 address, or a unix socket path (containing ``/`` or
@@ -1071,7 +1189,7 @@ def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "
     """
     return _Connect(Connection(host, port, parse_yaml=parse_yaml, encoding=encoding,
                                connect_timeout=connect_timeout, socket_timeout=socket_timeout,
-                               on_orphan=on_orphan))
+                               on_orphan=on_orphan, retry=retry))
 
 
 def _current_task():
