@@ -9,6 +9,7 @@ Rows use only the public API, so any two versions compare: single ``put``, ``res
 ``delete``, ``put_many`` and ``reserve_many`` + ``delete_many`` in calls of 500, and asyncio: 1,000 long-lived coroutines each
 awaiting ``put()`` (uvloop when installed). Prints each row's median jobs/s per side and the
 ratio AFTER/BEFORE (medians of the pairwise ratios: robust to a machine whose speed drifts).
+``--retry``: the AFTER side runs with ``retry=beanstalkc_fast.Retry()`` (which never fires here).
 """
 import argparse
 import json
@@ -35,7 +36,8 @@ if cpu >= 0:
     os.sched_setaffinity(0, {cpu})
 import beanstalkc_fast
 tube = "ab-%d" % os.getpid()
-c = beanstalkc_fast.Connection("127.0.0.1", port, encoding=None)
+opts = {"retry": beanstalkc_fast.Retry()} if os.environ.get("AB_RETRY") and hasattr(beanstalkc_fast, "Retry") else {}
+c = beanstalkc_fast.Connection("127.0.0.1", port, encoding=None, **opts)
 c.use(tube); c.watch(tube); c.ignore("default")
 body = b"x" * 100
 if row in ("reserve_delete", "reserve_delete_many_500"):
@@ -65,7 +67,7 @@ elif row == "aio_1000_puts":
     except ImportError:
         loop = asyncio.new_event_loop()
     async def main():
-        a = await aio.connect("127.0.0.1", port, encoding=None)
+        a = await aio.connect("127.0.0.1", port, encoding=None, **opts)
         await a.use(tube)
         each = n // 1000
         async def worker():
@@ -96,8 +98,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run(tree, row, n, port, cpu):
+def run(tree, row, n, port, cpu, retry=False):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+    if retry:
+        env["AB_RETRY"] = "1"
     out = subprocess.run([sys.executable, "-c", CHILD, row, str(n), str(port), str(cpu)], env=env,
                          cwd=os.path.abspath(tree), capture_output=True, text=True, timeout=600)
     if out.returncode:
@@ -113,6 +117,8 @@ def main(argv=None):
     p.add_argument("--cpu", type=int, default=0, help="the CPU for client and server (-1: unpinned)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every row's job count")
     p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--retry", action="store_true",
+                   help="the AFTER side's connections take a beanstalkc_fast.Retry() (one that never fires here)")
     args = p.parse_args(argv)
     binary = shutil.which("beanstalkd")
     if binary is None:
@@ -133,7 +139,7 @@ def main(argv=None):
             for _ in range(args.repeat):
                 pair = {}
                 for side in ("before", "after"):
-                    got = run(getattr(args, side), row, n, port, args.cpu)
+                    got = run(getattr(args, side), row, n, port, args.cpu, args.retry and side == "after")
                     backends.add(got["backend"])
                     pair[side] = n / got["seconds"]
                     rates[side].append(pair[side])
