@@ -1,4 +1,4 @@
-"""The engine pieces the pool drives directly: Protocol.read_many over a socketpair, both cores."""
+"""The engine pieces the pools drive: Protocol.read_batch over a socketpair, both cores."""
 import socket
 
 import pytest
@@ -14,24 +14,25 @@ def pair():
     b.close()
 
 
-def test_read_many_stops_after_a_reply_of_another_kind(impl, pair):
+def test_read_batch_stops_at_draining_and_counts_other_replies(impl, pair):
     client, server = pair
     proto = impl.Protocol(client)
     server.sendall(b"INSERTED 1\r\nINSERTED 2\r\nDRAINING\r\nINSERTED 4\r\n")
     results = []
-    assert proto.read_many(4, results, impl.KIND_INSERTED) == 3
+    batch = impl.Batch(impl.KIND_INSERTED, 4, results, None, False, b"DRAINING")
+    assert proto.read_batch(batch) == 1 and batch.stopped
     assert results == [1, 2, (b"DRAINING", (), None)]
-    assert proto.read_many(1, results, impl.KIND_INSERTED, None) == 1
+    assert proto.read_batch(impl.Batch(impl.KIND_INSERTED, 1, results)) == 0
     assert results[-1] == 4
     server.sendall(b"DELETED\r\nNOT_FOUND\r\nDELETED\r\n")
     results = []
-    assert proto.read_many(3, results, impl.KIND_STATUS, b"DELETED") == 2
-    assert results == [None, (b"NOT_FOUND", (), None)]
-    assert proto.read_many(1, results, impl.KIND_STATUS, b"DELETED") == 1 and results[-1] is None
-    assert proto.read_many(0, results, impl.KIND_STATUS, b"DELETED") == 0
+    batch = impl.Batch(impl.KIND_STATUS, 3, results, b"DELETED")
+    assert proto.read_batch(batch) == 1 and not batch.stopped
+    assert results == [None, (b"NOT_FOUND", (), None), None]
+    assert proto.read_batch(impl.Batch(impl.KIND_STATUS, 0, results, b"DELETED")) == 0
 
 
-def test_read_many_after_send_chunks_in_pieces(impl, pair):
+def test_read_batch_after_send_chunks_in_pieces(impl, pair):
     client, server = pair
     proto = impl.Protocol(client)
     proto.send_chunks([b"reserve-with-timeout 0\r\n", b"reserve-with-timeout 0\r\n"])
@@ -40,8 +41,9 @@ def test_read_many_after_send_chunks_in_pieces(impl, pair):
     for i in range(len(reply)):     # the reader waits for whole replies across recv()s
         server.sendall(reply[i:i + 1])
     results = []
-    assert proto.read_many(2, results, impl.KIND_JOB, b"RESERVED") == 2
-    assert results == [(7, b"hi"), (b"TIMED_OUT", (), None)]
+    batch = impl.Batch(impl.KIND_JOB, 2, results, None, True)
+    assert proto.read_batch(batch) == 0 and batch.stop      # TIMED_OUT: dropped, no window after it
+    assert results == [(7, b"hi")]
     server.close()
     with pytest.raises(SocketError):     # EOF
-        proto.read_many(1, results, impl.KIND_JOB, b"RESERVED")
+        proto.read_batch(impl.Batch(impl.KIND_JOB, 1, results, None, True))
