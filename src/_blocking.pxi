@@ -216,7 +216,8 @@ cdef class Protocol:
                     self._fill()
                     continue
                 k -= 1
-                stop = True
+                if not r._corrupt:      # a corrupt job is still a job: more may be ready
+                    stop = True
                 if r._tok_is(0, b"TIMED_OUT"):
                     r._consume()
                 else:
