@@ -360,8 +360,9 @@ class Pool(PoolCommands):
                         link.close()
                     if reply[0] == b"TIMED_OUT":
                         continue            # the waiter is idle again: kept
-                    if reply[0] == b"RESERVED":
-                        self._release_waited(server, conn, reply)
+                    jid = _commands.reserved_jid(reply)     # a corrupt job too: the consumer reports it
+                    if jid is not None:
+                        self._release_waited(server, conn, jid)
                         if woken is None:
                             woken = server
                     else:               # not a reply a waiter expects: never reuse it
@@ -374,11 +375,11 @@ class Pool(PoolCommands):
                 self._forget(server, "waiter")
             selector.close()
 
-    def _release_waited(self, server, conn, reply):
-        """The waiter ``conn`` got a job: release it at once with its own priority, for the
-        consumer connection to take."""
+    def _release_waited(self, server, conn, jid):
+        """The waiter ``conn`` got the job ``jid``: release it at once with its own priority, for
+        the consumer connection to take."""
         try:
-            Job(conn, int(reply[1][0]), None, True).release()
+            Job(conn, jid, None, True).release()
         except (SocketError, UnexpectedResponse, CommandFailed, ValueError, IndexError, KeyError, TypeError) as err:
             # closing the connection gives the job back too (a job that vanished meanwhile:
             # NOT_FOUND; a reply that makes no sense: never reuse the stream)
@@ -424,7 +425,9 @@ class Pool(PoolCommands):
                 finally:
                     link.close()
                 name = server.name
-                got = [Job(conn, e[0], e[1], True) for e in entries if len(e) == 2]
+                # Jobs, and CorruptJobs (reserved by conn all the same): the flow reports them
+                got = [Job(conn, e[0], e[1], True) if len(e) == 2 else _commands.outcome("reserve-with-timeout", e)
+                       for e in entries if len(e) == 2 or _commands.reserved_jid(e) is not None]
                 for job in got:
                     job.server = name
                 jobs.extend(got)

@@ -10,7 +10,7 @@ from .._commands import COMMANDS as _COMMANDS, RESERVE0 as _RESERVE0, outcome as
 from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_on_orphan,
                          check_options, give_way as _give_way, has_input, log, tcp_host, unix_path, where)
 from .._job import JobData
-from ..exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
+from ..exceptions import BatchError, CorruptJob, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
 __all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
@@ -452,7 +452,13 @@ class Connection:
 
     def _return_job(self, job):
         """A Job of this connection whose caller is gone: the next coroutine waiting for a job
-        takes it, else it is released at once with its own priority."""
+        takes it, else it is released at once with its own priority. A CorruptJob this
+        connection reserved is released (the next reserve reports it again)."""
+        if isinstance(job, CorruptJob):
+            ch = self._held.get(job.jid)
+            if ch is not None:
+                self._release_later(ch, job.jid)
+            return
         self._deliver(job._channel, job.jid, job.body_bytes)
 
     # -- the core of every command --
@@ -482,9 +488,9 @@ class Connection:
     def _settle(self, ch, cmd, jid, reply):
         # At reply time, whether or not its caller still waits: who holds which job.
         if jid == _TRACK_RESERVE:
-            args = reply[1]
-            if reply[0] == b"RESERVED" and args and args[0].isdigit():
-                self._hold(ch, int(args[0]))
+            reserved = _commands.reserved_jid(reply)    # a corrupt job is reserved by ch too
+            if reserved is not None:
+                self._hold(ch, reserved)
         else:
             self._forget(jid)
 
@@ -498,6 +504,10 @@ class Connection:
             for entry in batch.results:
                 if len(entry) == 2:
                     self._hold(ch, entry[0])
+                else:
+                    reserved = _commands.reserved_jid(entry)
+                    if reserved is not None:
+                        self._hold(ch, reserved)
         if not fut.done():
             fut.set_result(batch)
         else:
@@ -512,6 +522,8 @@ class Connection:
             for entry in batch.results:
                 if len(entry) == 2:
                     self._deliver(ch, entry[0], entry[1])
+                else:
+                    self._release_later(ch, _commands.reserved_jid(entry))
 
     def _hold(self, ch, jid):
         old = self._held.get(jid)
@@ -529,6 +541,10 @@ class Connection:
         """The reply of a caller that is gone: report a put's job, pass on or give back a reserved one."""
         try:
             value = _result(cmd, reply)
+        except CorruptJob as err:   # nobody will bury it: back it goes, for the next reserve to report
+            if cmd.startswith("reserve"):
+                self._release_later(ch, err.jid)
+            return
         except Exception:
             return
         if cmd == "put":
@@ -551,6 +567,12 @@ class Connection:
             if not fut.done():
                 fut.set_result(Job(self, jid, body, True, ch))
                 return
+        self._release_later(ch, jid)
+
+    def _release_later(self, ch, jid):
+        # Release a job reserved on ch for nobody, with its own priority, in the background.
+        if jid is None:
+            return
         task = self._loop.create_task(self._give_back(ch, jid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -622,9 +644,11 @@ class Connection:
                     ch.blocked = False
                 try:
                     value = _result(cmd, reply)
-                except Exception as err:    # DEADLINE_SOON or an unexpected reply: the waiting caller's
+                except Exception as err:    # DEADLINE_SOON, CorruptJob or an unexpected reply: the waiting caller's
                     if not head.done():
                         head.set_exception(err)
+                    elif isinstance(err, CorruptJob):
+                        self._release_later(ch, err.jid)
                     continue
                 if value is not None:
                     self._deliver(ch, value[0], value[1])
@@ -954,6 +978,8 @@ class Connection:
         what is ready without waiting. Return a list of Jobs (``[]`` when none came).
 
         Raises DeadlineSoon when the first reserve reports it (later ones just end the batch).
+        A corrupt job does not end the batch: every reply is read, then BatchError is raised
+        whose ``results`` hold each Job or ``CorruptJob`` in order (those jobs stay reserved).
         """
         core = self._core
         n = core.check_uint32(n, "n")
@@ -962,18 +988,31 @@ class Connection:
         if n == 0:
             return jobs
         try:
-            return await self._reserve_many(n, seconds, jobs)
+            await self._reserve_many(n, seconds, jobs)
         except asyncio.CancelledError:
             for job in jobs:    # already taken for a caller that is gone
-                self._deliver(job._channel, job.jid, job.body_bytes)
+                if isinstance(job, (Job, CorruptJob)):
+                    self._return_job(job)
             raise
+        if not all(isinstance(r, Job) for r in jobs):
+            if not all(isinstance(r, (Job, DeadlineSoon)) for r in jobs):
+                raise BatchError(jobs)
+            got = [r for r in jobs if isinstance(r, Job)]
+            if not got:
+                raise DeadlineSoon([])
+            return got
+        return jobs
 
     async def _reserve_many(self, n, seconds, jobs):
+        # Appends to jobs each Job, CorruptJob or other failure in order (a TIMED_OUT: none).
         core = self._core
         if seconds:
-            first = await self.reserve(seconds)
+            try:
+                first = await self.reserve(seconds)
+            except CorruptJob as err:
+                first = err
             if first is None:
-                return jobs
+                return
             jobs.append(first)
         cmd = "reserve-with-timeout"
         while len(jobs) < n:
@@ -981,17 +1020,9 @@ class Connection:
             ch = await self._consumer(False)
             entries, bad = await self._pipeline(ch, cmd, iter([([_RESERVE0 * k], k)]), core.KIND_JOB, None)
             outcomes = self._outcomes(cmd, entries, ch)
-            got = [r for r in outcomes if isinstance(r, Job)]
-            if not bad:
-                jobs.extend(got)
-                continue
-            if not all(isinstance(r, Job) or r is None or isinstance(r, DeadlineSoon) for r in outcomes):
-                raise BatchError(jobs + outcomes)
-            if not jobs and not got and any(isinstance(r, DeadlineSoon) for r in outcomes):
-                raise DeadlineSoon([])
-            jobs.extend(got)
-            break
-        return jobs
+            jobs.extend(r for r in outcomes if r is not None)
+            if bad and not all(isinstance(r, (Job, CorruptJob)) for r in outcomes):
+                break   # nothing more is ready (TIMED_OUT), or a failure: the batch ends here
 
 
 class Job(JobData):

@@ -11,7 +11,7 @@ import math
 from .._defaults import check_on_orphan, give_way, host_port
 from .._poolcommands import PoolCommands
 from .._poolpolicy import BROKEN, Drained, JobRef, split
-from ..exceptions import BatchError, DeadlineSoon, SocketError
+from ..exceptions import BatchError, CorruptJob, DeadlineSoon, SocketError
 from .connection import Connection, Job, _Batch, default_orphan
 
 __all__ = ["Pool", "JobRef"]
@@ -382,6 +382,8 @@ class Pool(PoolCommands):
                     except BROKEN as err:
                         self._lost(server, "consumer", conn, err)
                         continue
+                    except CorruptJob as err:       # reserved by conn: the caller's, as a job is
+                        got = err
                     except Exception as err:        # DeadlineSoon: the caller's
                         error = error or err
                         continue
@@ -392,7 +394,9 @@ class Pool(PoolCommands):
                         policy.reserved_from(server)
                         job = got
                     else:
-                        self._give_back(got)
+                        conn._return_job(got)
+                if isinstance(job, CorruptJob):
+                    raise job
                 if job is not None:
                     return job
                 if error is not None:
@@ -429,8 +433,8 @@ class Pool(PoolCommands):
                         continue
                     except DeadlineSoon:
                         got = []
-                    except BatchError as err:
-                        got = [r for r in err.results if isinstance(r, Job)]
+                    except BatchError as err:   # CorruptJobs are reserved by conn too: the flow reports them
+                        got = [r for r in err.results if isinstance(r, (Job, CorruptJob))]
                     for job in got:
                         job.server = server.name
                     jobs.extend(got)
@@ -440,7 +444,8 @@ class Pool(PoolCommands):
                 tasks.clear()
         except BaseException:
             for job in jobs:
-                self._give_back(job)
+                if isinstance(job, Job):
+                    self._give_back(job)
             raise
         return jobs
 
@@ -470,19 +475,20 @@ class Pool(PoolCommands):
 
 
 def _call_off(tasks):
-    """Cancel the reserve tasks still running; the Jobs of those that finished meanwhile go back."""
-    for task in tasks:
+    """Cancel the reserve tasks still running; the Jobs (and CorruptJobs) of those that finished
+    meanwhile go back."""
+    for task, (_, conn, *_) in tasks.items():
         task.cancel()
-        task.add_done_callback(_give_back_result)
+        task.add_done_callback(lambda task, conn=conn: _give_back_result(task, conn))
 
 
-def _give_back_result(task):
+def _give_back_result(task, conn):
     if task.cancelled():
         return      # a cancelled aio reserve gives back its job itself
     err = task.exception()
-    result = task.result() if err is None else getattr(err, "results", None)
+    result = task.result() if err is None else getattr(err, "results", [err])
     if isinstance(result, Job):
         result = [result]
     for job in result if isinstance(result, list) else ():
-        if isinstance(job, Job):
-            Pool._give_back(job)
+        if isinstance(job, (Job, CorruptJob)):
+            conn._return_job(job)
