@@ -49,7 +49,7 @@ class Pool(PoolCommands):
     """A pool of beanstalkd servers.
 
     ``Pool(servers, *, parse_yaml=True, encoding='utf-8', connect_timeout=2.0,
-    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False)``
+    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, keepalive=True)``
 
     - ``servers``: addresses ``'host:port'``, ``(host, port)`` or unix socket paths, each
       optionally named (``{'name': address}``) so that a server can move without changing
@@ -67,6 +67,8 @@ class Pool(PoolCommands):
     - A server is ejected after ``failure_limit`` consecutive failures and tried again after
       ``retry_after`` seconds, doubling up to 60 s while it stays down (logged on the
       ``beanstalkc_fast`` logger; ``servers_status()``). The pool starts even with servers down.
+    - ``keepalive`` is passed to every connection: with TCP keepalive (the default) a server
+      that died silently is found in about a minute, even by a reserve waiting forever.
 
     A pool is not meant to be shared by threads: use one per thread.
     """
@@ -78,10 +80,10 @@ class Pool(PoolCommands):
     def __init__(self, servers: "Any", *, parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
-                 at_least_once: bool = False) -> None:
+                 at_least_once: bool = False, keepalive: bool = True) -> None:
         self._core = Connection._core
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-                    at_least_once, _Conns)
+                    at_least_once, _Conns, keepalive)
         for server in self._policy.servers:
             self._conn(server, "producer")      # a server that is down now only counts a failure
 
@@ -130,7 +132,7 @@ class Pool(PoolCommands):
         host, port = host_port(server.address)
         try:
             conn = Connection(host, port, self._parse_yaml, self._connect_timeout, encoding=self._encoding,
-                              socket_timeout=self._socket_timeout)
+                              socket_timeout=self._socket_timeout, keepalive=self._keepalive)
             if role == "producer":
                 if self._using != "default":
                     conn.use(self._using)
