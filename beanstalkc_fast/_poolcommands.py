@@ -79,6 +79,9 @@ class PoolCommands:
         except SocketError as err:
             self._lost(server, role, conn, err)
             raise
+        except CorruptJob as err:   # a peek or reserve_job: name the job's server
+            err.server = server.name
+            raise
 
     # -- producer --
 
@@ -278,6 +281,9 @@ class PoolCommands:
             for which in self._roles:       # a Job's connection may be an old one: not counted
                 if getattr(server.conns, which) is conn:
                     self._lost(server, which, conn, err)
+            raise
+        except CorruptJob as err:   # a peek: name the job's server
+            err.server = server.name
             raise
         if method in ("delete", "release", "bury") and isinstance(job, self._job_class):
             job.reserved = False

@@ -487,7 +487,11 @@ class Connection:
 
     def reserve(self, timeout: "Optional[float]" = None) -> "Optional[Job]":
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds
-        (forever if None). Return a Job, or None on timeout; raise DeadlineSoon."""
+        (forever if None). Return a Job, or None on timeout; raise DeadlineSoon.
+
+        A job whose body came corrupt raises CorruptJob; it stays reserved by this connection
+        (``bury(err.jid)`` or ``delete(err.jid)``), which stays usable. So do reserve_job() and
+        the peeks."""
         if timeout is None:
             reply = self._do("reserve", b"reserve\r\n", None)
             cmd = "reserve"
@@ -700,6 +704,8 @@ class Connection:
         what is ready without waiting. Return a list of Jobs (``[]`` when none came).
 
         Raises DeadlineSoon when the first reserve reports it (later ones just end the batch).
+        A corrupt job does not end the batch: every reply is read, then BatchError is raised
+        whose ``results`` hold each Job or ``CorruptJob`` in order (those jobs stay reserved).
         """
         core = self._core
         n = core.check_uint32(n, "n")

@@ -336,3 +336,17 @@ def test_pool_waiting_reserve_raises_corrupt_job(sync_core, corrupt_server):
         assert (info.value.server, info.value.jid) == ("a", jids[0])
         pool.delete(info.value)
         assert pool.reserve(0) is None
+
+
+def test_pool_peeks_and_reserve_job_name_the_server(sync_core, corrupt_server):
+    data = bodies(1)
+    a, jids = corrupt_server(data, corrupt=[0])
+    with beanstalkc_fast.Pool({"a": (a.host, a.port)}) as pool:
+        pool.use(TUBE)
+        for call in (lambda: pool.peek(beanstalkc_fast.JobRef("a", jids[0])), pool.peek_ready,
+                     lambda: pool.reserve_job("a/%d" % jids[0])):
+            with pytest.raises(CorruptJob) as info:
+                call()
+            assert (info.value.server, info.value.jid) == ("a", jids[0])
+        pool.delete(info.value)
+        assert pool.peek_ready() is None

@@ -719,7 +719,9 @@ class Connection:
 
     async def reserve(self, timeout: "Optional[float]" = None) -> "Optional[Job]":
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds (forever if
-        None). Return a Job, or None on timeout; raise DeadlineSoon."""
+        None). Return a Job, or None on timeout; raise DeadlineSoon. A corrupt job raises
+        CorruptJob, as in the sync client: it stays reserved by the channel that reserved it,
+        where ``bury(err.jid)`` and ``delete(err.jid)`` go."""
         seconds = None if timeout is None else _commands.check_timeout(self._core, timeout)
         waiters = self._waiters
         while waiters and waiters[0][0].done():
