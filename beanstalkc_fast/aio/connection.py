@@ -370,9 +370,10 @@ class Connection:
                 await asyncio.wait_for(coro, self._connect_timeout)
         except (OSError, asyncio.TimeoutError) as err:
             raise _closed(err) from err
-        if path is None:
+        sock = ch.transport.get_extra_info("socket")
+        if path is None and sock is not None:
             try:
-                set_keepalive(ch.transport.get_extra_info("socket"), self._keepalive)
+                set_keepalive(sock, self._keepalive)
             except OSError as err:
                 ch.fail(_closed(err))
                 raise _closed(err) from err
