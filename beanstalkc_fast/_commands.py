@@ -4,12 +4,17 @@ For each command (by protocol word): its line template, the kinds of its argumen
 (each checked by the protocol core before a byte is encoded), and what each
 acceptable reply status becomes. ``_FAILURES`` is the one reply-to-exception table:
 a status that a command documents as a failure raises ``CommandFailed``, any other
-unexpected one ``UnexpectedResponse``. Nothing here does I/O.
+unexpected one ``UnexpectedResponse``; a reply whose body was corrupt (``CORRUPT``) is
+``CorruptJob`` when it names a job. Nothing here does I/O.
 """
 from ._defaults import DEFAULT_PRIORITY, log
-from .exceptions import CommandFailed, DeadlineSoon, InvalidArgument, UnexpectedResponse
+from .exceptions import CommandFailed, CorruptJob, DeadlineSoon, InvalidArgument, UnexpectedResponse
 
 RESERVE0 = b"reserve-with-timeout 0\r\n"    # answered at once: what is ready now, or TIMED_OUT
+# The status both cores give a reply whose body was not followed by CRLF, with the reply's
+# whole line as its args: ``(CORRUPT, (status, *args), body)`` (the cores' CORRUPT; a test
+# checks they agree). The stream is in step: only that reply is lost.
+CORRUPT = b"CORRUPT BODY"
 
 _FAILURES = {
     "put": ("JOB_TOO_BIG", "BURIED", "DRAINING"),
@@ -25,10 +30,32 @@ del _cmd
 
 def error(cmd, reply):
     """Return the exception for a reply ``(status, args[, body])`` that is not the command's success."""
+    if reply[0] == CORRUPT:
+        return _corrupt(cmd, reply)
     status = reply[0].decode("ascii", "replace")
     results = [arg.decode("ascii", "replace") for arg in reply[1]]
     cls = CommandFailed if status in _FAILURES.get(cmd, ()) else UnexpectedResponse
     return cls(cmd, status, results)
+
+
+def _corrupt(cmd, reply):
+    # A job handed out (RESERVED, FOUND <id> <n>) with a corrupt body is CorruptJob: the caller
+    # can still bury or delete it by its id. Any other corrupt body (OK <n>) is unexpected.
+    status, args = reply[1][0], reply[1][1:]
+    results = [arg.decode("ascii", "replace") for arg in args]
+    if status in (b"RESERVED", b"FOUND") and args and args[0].isdigit():
+        return CorruptJob(cmd, status.decode("ascii"), results, int(args[0]))
+    return UnexpectedResponse(cmd, status.decode("ascii", "replace"), results)
+
+
+def reserved_jid(reply):
+    """The id of the job a reserve's reply hands this connection, its body corrupt or not; else None."""
+    status, args = reply[0], reply[1]
+    if status == CORRUPT:
+        status, args = args[0], args[1:]
+    if status == b"RESERVED" and args and args[0].isdigit():
+        return int(args[0])
+    return None
 
 
 # -- what a success reply becomes (a malformed one is UnexpectedResponse) --

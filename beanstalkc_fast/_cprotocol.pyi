@@ -20,6 +20,7 @@ KIND_INSERTED: int
 KIND_STATUS: int
 KIND_JOB: int
 KIND_BODY: int
+CORRUPT: bytes
 
 def check_uint32(value: Any, what: str) -> int: ...
 def check_jid(value: Any) -> int: ...

@@ -38,6 +38,39 @@ def check_options(parse_yaml, encoding):
         "".encode(encoding)     # LookupError now rather than at the first put
 
 
+# TCP keepalive (``keepalive=True``): a peer that died silently (a host gone, a cable cut, a NAT
+# that dropped the flow) is found after idle + interval * count = 60 s, without a timeout.
+KEEPALIVE_IDLE = 30         # seconds without traffic before the first probe
+KEEPALIVE_INTERVAL = 10     # seconds between probes
+KEEPALIVE_COUNT = 3         # probes unanswered before the connection is declared dead
+
+
+def check_keepalive(keepalive):
+    """Check the ``keepalive`` option, before anything connects."""
+    if keepalive is not True and keepalive is not False:
+        raise InvalidType("keepalive must be True or False, not %r" % (keepalive,))
+
+
+def set_keepalive(sock, keepalive=True):
+    """Turn on TCP keepalive on a connected TCP socket, with the timings above where the platform
+    lets them be set (its defaults elsewhere: two hours idle on Linux); a no-op when
+    ``keepalive`` is False or the socket is not TCP (a unix socket has no peer to lose)."""
+    import socket
+    if not keepalive or sock.family not in (socket.AF_INET, getattr(socket, "AF_INET6", None)):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = getattr(socket, "TCP_KEEPIDLE", None)
+    if idle is None:
+        idle = getattr(socket, "TCP_KEEPALIVE", None)   # macOS names the idle time so
+    for option, value in ((idle, KEEPALIVE_IDLE), (getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL),
+                          (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_COUNT)):
+        if option is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            except OSError:     # named but refused (an old kernel, some Windows versions): its default
+                pass
+
+
 def check_on_orphan(on_orphan):
     if on_orphan is not None and not callable(on_orphan):
         raise InvalidType("on_orphan must be a callable or None")

@@ -13,10 +13,10 @@ its I/O: ``_conn``, ``_conns``, ``_lost``, ``_each``, ``_each_conn``, ``_put_rou
 ``_take``, ``_wait``, ``_give_back``, ``_send_groups``.
 """
 from . import _commands
-from ._defaults import DEFAULT_PRIORITY, DEFAULT_TTR, check_options
+from ._defaults import DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options
 from ._poolpolicy import (BROKEN, Drained, JobRef, Lane, Policy, PutPlan, answered, fan_out, job_groups, job_targets,
-                          jobs_outcome, merged_stats, merged_tube_stats, tube_name, tube_union)
-from .exceptions import CommandFailed, SocketError
+                          jobs_outcome, merged_stats, merged_tube_stats, reserved_batch, tube_name, tube_union)
+from .exceptions import CommandFailed, CorruptJob, SocketError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,8 +38,10 @@ class PoolCommands:
     _value: "Callable[[Any], Any]"
 
     def _setup(self, servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-               at_least_once, conns):
+               at_least_once, conns, keepalive=True):
         check_options(parse_yaml, encoding)
+        check_keepalive(keepalive)
+        self._keepalive = keepalive     # each connection's (see Connection)
         self._policy = Policy(servers, failure_limit, retry_after, bool(at_least_once))
         self._parse_yaml = parse_yaml
         self._encoding = encoding
@@ -76,6 +78,9 @@ class PoolCommands:
             return (yield getattr(conn, method)(*args))
         except SocketError as err:
             self._lost(server, role, conn, err)
+            raise
+        except CorruptJob as err:   # a peek or reserve_job: name the job's server
+            err.server = server.name
             raise
 
     # -- producer --
@@ -199,6 +204,10 @@ class PoolCommands:
             except BROKEN as err:
                 self._lost(server, "consumer", conn, err)
                 continue
+            except CorruptJob as err:   # reserved by the consumer connection: pool.bury(err) goes there
+                policy.reserved_from(server)
+                err.server = server.name
+                raise
             if job is not None:
                 policy.reserved_from(server)
                 job.server = server.name
@@ -207,7 +216,10 @@ class PoolCommands:
 
     def reserve(self, timeout: "Optional[float]" = None) -> "Any":
         """Reserve a job from any server, waiting up to ``timeout`` seconds (forever if None);
-        return a Job (with ``.server``) or None. Servers take turns, so none is starved."""
+        return a Job (with ``.server``) or None. Servers take turns, so none is starved.
+
+        A job whose body came corrupt raises ``CorruptJob`` with ``.server`` and ``.jid``: it
+        stays reserved, and ``pool.bury(err)`` or ``pool.delete(err)`` takes it out of the way."""
         return self._run(self._reserve(timeout))
 
     def _reserve(self, timeout):
@@ -219,7 +231,11 @@ class PoolCommands:
 
     def reserve_many(self, n: int, timeout: float = 0) -> "Any":
         """Reserve up to ``n`` jobs from all servers at once: wait up to ``timeout`` seconds for
-        the first, then take what is ready without waiting. Return a list of Jobs."""
+        the first, then take what is ready without waiting. Return a list of Jobs.
+
+        When a server hands out a corrupt job, the others are reserved all the same and
+        BatchError is raised: its ``results`` hold each Job and each ``CorruptJob`` (both with
+        ``.server``), which stays reserved for ``pool.bury(err)`` or ``pool.delete(err)``."""
         return self._run(self._reserve_many(n, timeout))
 
     def _reserve_many(self, n, timeout):
@@ -230,17 +246,22 @@ class PoolCommands:
             return []
         jobs = yield self._take(n)
         if jobs or seconds == 0:
-            return jobs
-        job = yield from self._reserve(seconds)
+            return reserved_batch(jobs)
+        try:
+            job = yield from self._reserve(seconds)
+        except CorruptJob as err:
+            job = err
         if job is None:
             return []
         if n == 1:
-            return [job]
+            return reserved_batch([job])
         try:
-            return [job] + (yield self._take(n - 1))
+            rest = yield self._take(n - 1)
         except BaseException:
-            self._give_back(job)
+            if not isinstance(job, CorruptJob):
+                self._give_back(job)
             raise
+        return reserved_batch([job] + rest)
 
     # -- jobs --
 
@@ -260,6 +281,9 @@ class PoolCommands:
             for which in self._roles:       # a Job's connection may be an old one: not counted
                 if getattr(server.conns, which) is conn:
                     self._lost(server, which, conn, err)
+            raise
+        except CorruptJob as err:   # a peek: name the job's server
+            err.server = server.name
             raise
         if method in ("delete", "release", "bury") and isinstance(job, self._job_class):
             job.reserved = False

@@ -14,8 +14,8 @@ from itertools import repeat
 
 from . import _commands
 from ._defaults import address as _address, log
-from .exceptions import (BatchError, CommandFailed, InvalidArgument, InvalidType, ProtocolError, PutAmbiguous,
-                         SocketError, UnexpectedResponse)
+from .exceptions import (BatchError, CommandFailed, CorruptJob, InvalidArgument, InvalidType, ProtocolError,
+                         PutAmbiguous, SocketError, UnexpectedResponse)
 
 __all__ = ["JobRef", "parse_servers", "Server", "Policy", "PutPlan", "Lane", "merge_stats", "split"]
 
@@ -361,6 +361,14 @@ def jobs_outcome(cmd, jobs, outcomes, job_class):
                 job.reserved = False
     if any(isinstance(o, BaseException) for o in outcomes):
         raise BatchError(outcomes)
+
+
+def reserved_batch(jobs):
+    """What a pool's reserve_many returns for the Jobs and CorruptJobs its servers gave (in
+    order): the Jobs, or BatchError with them all when one is corrupt."""
+    if any(isinstance(job, CorruptJob) for job in jobs):
+        raise BatchError(jobs)
+    return jobs
 
 
 def _server_of_job(job):

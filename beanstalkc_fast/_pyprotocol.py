@@ -21,7 +21,7 @@ from operator import attrgetter
 
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 7
+CORE_API = 8
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -38,6 +38,11 @@ KIND_INSERTED = 1   # INSERTED <id>: the id (int)
 KIND_STATUS = 2     # the bare status given: None
 KIND_JOB = 3        # RESERVED (or the status given, e.g. FOUND) <id> <n> and a body: (id, body)
 KIND_BODY = 4       # OK <n> and a body: the body (bytes)
+
+# The status of a reply whose body was not followed by CRLF (its length framing held, so the
+# stream is still in step): (CORRUPT, (status, *args), body). The space makes it a status no
+# server can send; _commands maps it (CorruptJob for a job).
+CORRUPT = b"CORRUPT BODY"
 
 # Statuses whose reply line announces a body, and the index of its size among the args.
 _BODY_SIZE_ARG = {b"RESERVED": 1, b"FOUND": 1, b"OK": 0}
@@ -323,7 +328,9 @@ class ReplyReader:
     and ``buffer_updated(n)`` (for an ``asyncio.BufferedProtocol``). Replies come out
     by ``gets()``, one ``(status, args, body)`` at a time, or by the typed ``take()``,
     which settles a whole run of expected replies in one call. Both leave incomplete
-    data buffered ("need more bytes") and raise ProtocolError on malformed framing.
+    data buffered ("need more bytes") and raise ProtocolError on malformed framing. A body
+    whose two bytes after it are not CRLF is consumed (its size held) and given by gets() as
+    ``(CORRUPT, (status, *args), body)``; take() stops at it as at any other kind.
     """
 
     def __init__(self, max_line=MAX_LINE):
@@ -472,9 +479,10 @@ class ReplyReader:
             end = nxt + int(parts[idx + 1])
             if len(buf) < end + 2:
                 return None
-            if buf[end:end + 2] != b"\r\n":
-                raise ProtocolError("reply body not followed by CRLF")
             body = bytes(buf[nxt:end])
+            if buf[end:end + 2] != b"\r\n":   # a corrupt body: n + 2 bytes are consumed all the same
+                status = CORRUPT
+                parts = [CORRUPT] + parts
             nxt = end + 2
         return status, parts, body, nxt
 
@@ -528,7 +536,8 @@ class Batch:
                 return False
             self.n -= 1
             if self.reserves:
-                self.stop = True
+                if reply[0] != CORRUPT:     # a corrupt job is still a job: more may be ready
+                    self.stop = True
                 if reply[0] == b"TIMED_OUT":
                     continue
             results.append(reply)
@@ -799,8 +808,8 @@ class Protocol:
     def reserve_many(self, n, first_command, results, wait=-1):
         """Send ``first_command`` (a reserve that may wait) and, in the same write,
         ``reserve-with-timeout 0`` up to a window; more windows follow while every reply is a
-        job, until ``n`` replies. Appends ``(jid, body)`` per job (as reserve()) and any other
-        reply but TIMED_OUT as it is; returns how many of those."""
+        job (or a corrupt one), until ``n`` replies. Appends ``(jid, body)`` per job (as reserve())
+        and any other reply but TIMED_OUT as it is; returns how many of those."""
         left = max(n, 1)
         first = first_command
         bad = 0

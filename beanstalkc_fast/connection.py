@@ -10,8 +10,8 @@ from _collections import deque  # type: ignore  # (collections itself costs impo
 
 from . import _backend, _commands, _retry
 from ._commands import COMMANDS as _COMMANDS, result as _result
-from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_options, has_input,
-                        tcp_host, unix_path, where)
+from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options,
+                        has_input, set_keepalive, tcp_host, unix_path, where)
 from ._job import JobData
 from .exceptions import BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError
 
@@ -45,7 +45,7 @@ class Connection:
     """A connection to one beanstalkd server.
 
     ``Connection(host='localhost', port=11300, parse_yaml=True, connect_timeout=<socket default>,
-    *, encoding='utf-8', socket_timeout=None)`` connects at once.
+    *, encoding='utf-8', socket_timeout=None, retry=None, keepalive=True)`` connects at once.
 
     - ``host`` may be a name, an IPv4 or IPv6 address, or the path of a unix socket
       (any ``host`` containing ``/`` or starting with ``unix:``; ``port`` is then ignored).
@@ -58,6 +58,10 @@ class Connection:
     - ``retry``: a ``Retry`` to reconnect (restoring the tubes) and send a command again when
       the connection breaks, where that cannot change the queue twice; ``None`` (the default,
       as beanstalkc): a broken connection raises ``SocketError`` at once.
+    - ``keepalive``: TCP keepalive, so that a peer that died silently is found in about a
+      minute (30 s idle, then 3 probes 10 s apart, where the platform lets them be set) even
+      while a ``reserve()`` waits without a timeout: the call then raises ``SocketError``.
+      ``False`` turns it off; a unix socket never has it.
 
     Threads (and greenlets) may share a connection: their calls pipeline. Each caller
     writes its command at once, in call order, and the replies, which beanstalkd sends in
@@ -73,8 +77,9 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
                  *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None,
-                 retry: "Optional[_retry.Retry]" = None) -> None:
+                 retry: "Optional[_retry.Retry]" = None, keepalive: bool = True) -> None:
         check_options(parse_yaml, encoding)
+        check_keepalive(keepalive)
         self._retry = _retry.check(retry)
         self.host = host
         self.port = port
@@ -82,6 +87,7 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         self._encoding = encoding
+        self._keepalive = keepalive
         self._proto: "Any" = None
         self._allocate = _thread.allocate_lock  # looked up now: gevent patches it
         self._lock = self._allocate()           # the write lock: writes go out in the order of _queue
@@ -133,7 +139,12 @@ class Connection:
                     raise
             else:
                 sock = socket.create_connection((tcp_host(self.host), self.port), timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    set_keepalive(sock, self._keepalive)
+                except BaseException:
+                    sock.close()
+                    raise
             sock.settimeout(self._socket_timeout)
         except OSError as err:
             raise SocketError(err) from err
@@ -600,7 +611,11 @@ class Connection:
 
     def reserve(self, timeout: "Optional[float]" = None) -> "Optional[Job]":
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds
-        (forever if None). Return a Job, or None on timeout; raise DeadlineSoon."""
+        (forever if None). Return a Job, or None on timeout; raise DeadlineSoon.
+
+        A job whose body came corrupt raises CorruptJob; it stays reserved by this connection
+        (``bury(err.jid)`` or ``delete(err.jid)``), which stays usable. So do reserve_job() and
+        the peeks."""
         if timeout is None:
             reply = self._do("reserve", b"reserve\r\n", None)
             cmd = "reserve"
@@ -813,6 +828,8 @@ class Connection:
         what is ready without waiting. Return a list of Jobs (``[]`` when none came).
 
         Raises DeadlineSoon when the first reserve reports it (later ones just end the batch).
+        A corrupt job does not end the batch: every reply is read, then BatchError is raised
+        whose ``results`` hold each Job or ``CorruptJob`` in order (those jobs stay reserved).
         """
         core = self._core
         n = core.check_uint32(n, "n")

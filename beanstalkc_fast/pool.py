@@ -49,7 +49,7 @@ class Pool(PoolCommands):
     """A pool of beanstalkd servers.
 
     ``Pool(servers, *, parse_yaml=True, encoding='utf-8', connect_timeout=2.0,
-    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False)``
+    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, keepalive=True)``
 
     - ``servers``: addresses ``'host:port'``, ``(host, port)`` or unix socket paths, each
       optionally named (``{'name': address}``) so that a server can move without changing
@@ -67,6 +67,8 @@ class Pool(PoolCommands):
     - A server is ejected after ``failure_limit`` consecutive failures and tried again after
       ``retry_after`` seconds, doubling up to 60 s while it stays down (logged on the
       ``beanstalkc_fast`` logger; ``servers_status()``). The pool starts even with servers down.
+    - ``keepalive`` is passed to every connection: with TCP keepalive (the default) a server
+      that died silently is found in about a minute, even by a reserve waiting forever.
 
     A pool is not meant to be shared by threads: use one per thread.
     """
@@ -78,10 +80,10 @@ class Pool(PoolCommands):
     def __init__(self, servers: "Any", *, parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
-                 at_least_once: bool = False) -> None:
+                 at_least_once: bool = False, keepalive: bool = True) -> None:
         self._core = Connection._core
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-                    at_least_once, _Conns)
+                    at_least_once, _Conns, keepalive)
         for server in self._policy.servers:
             self._conn(server, "producer")      # a server that is down now only counts a failure
 
@@ -130,7 +132,7 @@ class Pool(PoolCommands):
         host, port = host_port(server.address)
         try:
             conn = Connection(host, port, self._parse_yaml, self._connect_timeout, encoding=self._encoding,
-                              socket_timeout=self._socket_timeout)
+                              socket_timeout=self._socket_timeout, keepalive=self._keepalive)
             if role == "producer":
                 if self._using != "default":
                     conn.use(self._using)
@@ -355,8 +357,9 @@ class Pool(PoolCommands):
                         link.close()
                     if reply[0] == b"TIMED_OUT":
                         continue            # the waiter is idle again: kept
-                    if reply[0] == b"RESERVED":
-                        self._release_waited(server, conn, reply)
+                    jid = _commands.reserved_jid(reply)     # a corrupt job too: the consumer reports it
+                    if jid is not None:
+                        self._release_waited(server, conn, jid)
                         if woken is None:
                             woken = server
                     else:               # not a reply a waiter expects: never reuse it
@@ -369,11 +372,11 @@ class Pool(PoolCommands):
                 self._forget(server, "waiter")
             selector.close()
 
-    def _release_waited(self, server, conn, reply):
-        """The waiter ``conn`` got a job: release it at once with its own priority, for the
-        consumer connection to take."""
+    def _release_waited(self, server, conn, jid):
+        """The waiter ``conn`` got the job ``jid``: release it at once with its own priority, for
+        the consumer connection to take."""
         try:
-            Job(conn, int(reply[1][0]), None, True).release()
+            Job(conn, jid, None, True).release()
         except (SocketError, UnexpectedResponse, CommandFailed, ValueError, IndexError, KeyError, TypeError) as err:
             # closing the connection gives the job back too (a job that vanished meanwhile:
             # NOT_FOUND; a reply that makes no sense: never reuse the stream)
@@ -420,7 +423,9 @@ class Pool(PoolCommands):
                 finally:
                     link.close()
                 name = server.name
-                got = [Job(conn, e[0], e[1], True) for e in entries if len(e) == 2]
+                # Jobs, and CorruptJobs (reserved by conn all the same): the flow reports them
+                got = [Job(conn, e[0], e[1], True) if len(e) == 2 else _commands.outcome("reserve-with-timeout", e)
+                       for e in entries if len(e) == 2 or _commands.reserved_jid(e) is not None]
                 for job in got:
                     job.server = name
                 jobs.extend(got)

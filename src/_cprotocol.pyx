@@ -29,7 +29,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
 
-CORE_API = 7
+CORE_API = 8
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -45,6 +45,7 @@ KIND_INSERTED = 1
 KIND_STATUS = 2
 KIND_JOB = 3
 KIND_BODY = 4
+CORRUPT = b"CORRUPT BODY"      # the status of a reply whose body was not followed by CRLF (see _pyprotocol)
 
 cdef Py_ssize_t C_WINDOW_ITEMS = WINDOW_ITEMS
 cdef Py_ssize_t C_WINDOW_BYTES = WINDOW_BYTES

@@ -18,6 +18,7 @@ cdef class ReplyReader:
     cdef Py_ssize_t _next                   # one past the whole reply (line, body and its CRLF)
     cdef Py_ssize_t _body                   # the body, or -1 when the status has none
     cdef Py_ssize_t _body_len               # length of the body
+    cdef bint _corrupt                      # the body was not followed by CRLF (its size held: in step)
     cdef int _ntok                          # number of whitespace-separated tokens of the line
     cdef Py_ssize_t _tok[MAXTOK]            # offsets of the first MAXTOK tokens
     cdef Py_ssize_t _tlen[MAXTOK]           # lengths of the first MAXTOK tokens
@@ -108,7 +109,7 @@ cdef class ReplyReader:
                 if value is None:
                     break
             elif kind == C_KIND_BODY:
-                if not self._tok_is(0, b"OK"):
+                if self._corrupt or not self._tok_is(0, b"OK"):
                     break
                 value = PyBytes_FromStringAndSize(self._buf + self._body, self._body_len)
                 self._consume()
@@ -205,6 +206,7 @@ cdef class ReplyReader:
             idx = 1
         elif self._tlen[0] == 2 and p[0] == b'O' and p[1] == b'K':
             idx = 0
+        self._corrupt = False
         if idx < 0:
             self._body = -1
             self._next = eol + 2
@@ -217,8 +219,8 @@ cdef class ReplyReader:
         if end < bend + 2:
             self._need = bend + 2 - pos
             return 0
-        if buf[bend] != b'\r' or buf[bend + 1] != b'\n':
-            raise ProtocolError("reply body not followed by CRLF")
+        # A corrupt body (not followed by CRLF) is consumed all the same: the stream stays in step.
+        self._corrupt = buf[bend] != b'\r' or buf[bend + 1] != b'\n'
         self._body = eol + 2
         self._body_len = size
         self._next = bend + 2
@@ -244,7 +246,7 @@ cdef class ReplyReader:
 
     cdef object _job(self, bytes status):
         """(jid, body) of the parsed reply if it is a `status` (RESERVED, FOUND) with a job id (consumed), else None."""
-        if self._ntok == 3 and self._tok_is(0, status) and _all_digits(self._buf + self._tok[1], self._tlen[1]):
+        if self._ntok == 3 and not self._corrupt and self._tok_is(0, status) and _all_digits(self._buf + self._tok[1], self._tlen[1]):
             job = (_digits_int(self._buf + self._tok[1], self._tlen[1]),
                    PyBytes_FromStringAndSize(self._buf + self._body, self._body_len))
             self._consume()
@@ -256,17 +258,18 @@ cdef class ReplyReader:
         cdef char *buf = self._buf
         cdef int ntok = self._ntok, i
         cdef tuple args
-        status = _status(buf + self._tok[0], self._tlen[0])
-        if ntok == 1:
+        cdef int first = 0 if self._corrupt else 1     # a corrupt reply's args are its whole line
+        status = CORRUPT if self._corrupt else _status(buf + self._tok[0], self._tlen[0])
+        if ntok == first:
             args = ()
         elif ntok <= MAXTOK:
-            args = PyTuple_New(ntok - 1)
-            for i in range(1, ntok):
+            args = PyTuple_New(ntok - first)
+            for i in range(first, ntok):
                 arg = PyBytes_FromStringAndSize(buf + self._tok[i], self._tlen[i])
                 Py_INCREF(arg)
-                PyTuple_SET_ITEM(args, i - 1, arg)
+                PyTuple_SET_ITEM(args, i - first, arg)
         else:
-            args = tuple(PyBytes_FromStringAndSize(buf + self._start, self._eol - self._start).split()[1:])
+            args = tuple(PyBytes_FromStringAndSize(buf + self._start, self._eol - self._start).split()[first:])
         if self._body >= 0:
             body = PyBytes_FromStringAndSize(buf + self._body, self._body_len)
         else:
@@ -318,7 +321,8 @@ cdef class Batch:
                 return False
             self.n -= 1
             if self.reserves:
-                self.stop = True
+                if not r._corrupt:      # a corrupt job is still a job: more may be ready
+                    self.stop = True
                 if r._tok_is(0, b"TIMED_OUT"):
                     r._consume()
                     continue

@@ -97,7 +97,7 @@ def public_names(module):
                   and getattr(getattr(module, n), "__module__", module.__name__) in (module.__name__, None, "builtins"))
 
 
-PUBLIC = ["BIG_BODY", "Batch", "CORE_API", "KIND_BODY", "KIND_INSERTED", "KIND_JOB", "KIND_REPLY", "KIND_STATUS", "MAX_LINE",
+PUBLIC = ["BIG_BODY", "Batch", "CORE_API", "CORRUPT", "KIND_BODY", "KIND_INSERTED", "KIND_JOB", "KIND_REPLY", "KIND_STATUS", "MAX_LINE",
           "Protocol", "READ_SIZE", "RESERVE_WINDOW", "ReplyReader", "UINT32_MAX", "UINT64_MAX", "WINDOW_BYTES",
           "WINDOW_ITEMS", "check_body", "check_jid", "check_tube", "check_uint32", "encode_job", "encode_put",
           "job_windows", "parse_yaml", "put_chunks", "put_command", "put_windows"]

@@ -267,16 +267,67 @@ def test_body_cut_off_then_eof(fake, data):
 
 @pytest.mark.parametrize("data", [
     b"RESERVED 1 3\r\nabcXY",
-    b"RESERVED 1 3\r\nabcd\r\n",    # body longer than announced
+    b"RESERVED 1 3\r\n\0\0\0\0\0",   # body and trailer zeroed (beanstalkd restored it so from its binlog)
     b"FOUND 1 0\r\n\n\r",
 ])
-def test_body_not_followed_by_crlf(fake, data):
-    c = fake(reply(data))
+def test_body_not_followed_by_crlf_is_corrupt_job_and_stream_stays_usable(fake, data):
+    # The size held, so exactly size + 2 bytes are consumed and the stream is still in step.
+    c = fake(reply(data, b"BURIED\r\n", b"USING default\r\n"))
     call = c.peek if data.startswith(b"FOUND") else c.reserve_job
     err, _, took = timed(call, 1)
-    assert isinstance(err, ProtocolError), repr(err)
+    assert type(err) is beanstalkc_fast.CorruptJob, repr(err)
+    assert err.jid == 1 and err.args[1] == ("FOUND" if data.startswith(b"FOUND") else "RESERVED")
     assert took < GUARD
-    assert_dead(c)
+    assert c.connected
+    c.bury(err.jid)
+    assert c.using() == "default"
+
+
+def test_corrupt_ok_body_is_unexpected_response(fake):
+    c = fake(reply(b"OK 3\r\nabc\0\0", b"USING default\r\n"))
+    with pytest.raises(UnexpectedResponse) as info:
+        c.stats()
+    assert type(info.value) is UnexpectedResponse and info.value.args == ("stats", "OK", ["3"])
+    assert c.using() == "default"
+
+
+@pytest.mark.parametrize("timeout", [0, 1, None])
+def test_reserve_of_a_zeroed_job_then_the_connection_answers(fake, timeout):
+    c = fake(reply(b"RESERVED 7 5\r\n" + b"\0" * 7, b"DELETED\r\n",
+                   b"RESERVED 8 2\r\nok\r\n"))
+    with pytest.raises(beanstalkc_fast.CorruptJob) as info:
+        c.reserve(timeout)
+    assert info.value.jid == 7
+    c.delete(7)
+    assert c.reserve(timeout).body == "ok"
+
+
+def test_reserve_many_mixing_good_and_corrupt_jobs(fake):
+    # Every reply is read; a corrupt job does not end the batch.
+    c = fake(reply(b"RESERVED 1 2\r\nhi\r\n", b"RESERVED 2 2\r\n\0\0\0\0", b"RESERVED 3 2\r\nho\r\n",
+                   b"TIMED_OUT\r\n", b"USING default\r\n"))
+    with pytest.raises(beanstalkc_fast.BatchError) as info:
+        c.reserve_many(4)
+    results = info.value.results
+    assert [r.jid for r in results] == [1, 2, 3] and info.value.errors[0][0] == 1
+    assert isinstance(results[1], beanstalkc_fast.CorruptJob) and results[2].body == "ho"
+    assert c.using() == "default"
+
+
+def test_aio_peek_of_a_corrupt_job(arun):
+    from beanstalkc_fast import aio
+    server = FakeServer(reply(b"FOUND 4 3\r\n\0\0\0\0\0", b"FOUND 5 1\r\nx\r\n"))
+
+    async def main():
+        async with aio.connect(server.host, server.port, socket_timeout=2.0) as c:
+            with pytest.raises(beanstalkc_fast.CorruptJob) as info:
+                await c.peek(4)
+            assert info.value.jid == 4 and c.connected
+            assert (await c.peek(5)).body == "x"
+    try:
+        arun(main())
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("newline", [False, True])
@@ -473,7 +524,7 @@ def test_put_many_garbage_mid_batch_is_protocol_error_with_prefix(fake):
         for i in range(2):
             peer.read_command()
             peer.send(b"INSERTED %d\r\n" % (i + 1))
-        peer.send(b"OK 3\r\nabcXY")
+        peer.send(b"OK x\r\n")     # a size that is no number: the stream can no longer be followed
         peer.hang()
     c = fake(script)
     with pytest.raises(ProtocolError) as info:

@@ -5,13 +5,14 @@ Both cores must give the expected replies (or the same exception type), and the 
 import pytest
 
 from beanstalkc_fast import ProtocolError
-from beanstalkc_fast import _pyprotocol
+from beanstalkc_fast import _commands, _pyprotocol
 
 try:
     from beanstalkc_fast import _cprotocol
 except ImportError:
     _cprotocol = None
 
+CORRUPT = _pyprotocol.CORRUPT
 BIG = bytes(range(256)) * 256          # 64 KB, contains CRLF and every byte value
 
 # (name, stream, expected replies, expected exception type or None)
@@ -65,8 +66,20 @@ CASES = [
     ("size-19-digits", b"OK 1234567890123456789\r\n", [], ProtocolError),
     ("missing-size", b"RESERVED 1\r\n", [], ProtocolError),
     ("too-many-args", b"FOUND 1 2 3\r\nab\r\n", [], ProtocolError),
-    ("missing-crlf-after-body", b"RESERVED 1 3\r\nabcXY", [], ProtocolError),
-    ("lf-only-after-body", b"OK 2\r\nab\nX", [], ProtocolError),
+    # a corrupt body: its size holds but the 2 bytes after it are not CRLF; consumed, in step
+    ("missing-crlf-after-body", b"RESERVED 1 3\r\nabcXY", [(CORRUPT, (b"RESERVED", b"1", b"3"), b"abc")], None),
+    ("lf-only-after-body", b"OK 2\r\nab\nX", [(CORRUPT, (b"OK", b"2"), b"ab")], None),
+    ("zeroed-body-and-trailer", b"RESERVED 7 5\r\n" + b"\0" * 7 + b"DELETED\r\n",
+     [(CORRUPT, (b"RESERVED", b"7", b"5"), b"\0" * 5), (b"DELETED", (), None)], None),
+    ("corrupt-found", b"FOUND 3 2\r\n\0\0\0\0INSERTED 4\r\n",
+     [(CORRUPT, (b"FOUND", b"3", b"2"), b"\0\0"), (b"INSERTED", (b"4",), None)], None),
+    ("corrupt-half-crlf", b"RESERVED 2 1\r\nx\rZ", [(CORRUPT, (b"RESERVED", b"2", b"1"), b"x")], None),
+    ("corrupt-empty-body", b"RESERVED 9 0\r\n\0\0", [(CORRUPT, (b"RESERVED", b"9", b"0"), b"")], None),
+    ("corrupt-bad-id", b"RESERVED x 1\r\nabc", [(CORRUPT, (b"RESERVED", b"x", b"1"), b"a")], None),
+    ("corrupt-between-good", b"RESERVED 1 2\r\nhi\r\nRESERVED 2 2\r\n\0\0\0\0RESERVED 3 2\r\nho\r\n",
+     [(b"RESERVED", (b"1", b"2"), b"hi"), (CORRUPT, (b"RESERVED", b"2", b"2"), b"\0\0"),
+      (b"RESERVED", (b"3", b"2"), b"ho")], None),
+    ("corrupt-incomplete-trailer", b"RESERVED 1 3\r\nabcX", [], None),
     ("over-long-line", b"A" * 1025 + b"\r\n", [], ProtocolError),
     ("over-long-no-crlf", b"A" * 2000, [], ProtocolError),
     ("empty-line", b"\r\n", [], ProtocolError),
@@ -110,7 +123,7 @@ def splits(stream):
 def consumed(expected):
     n = 0
     for status, args, body in expected:
-        n += len(b" ".join((status,) + args)) + 2
+        n += len(b" ".join(args if status == CORRUPT else (status,) + args)) + 2
         if body is not None:
             n += len(body) + 2
     return n
@@ -240,3 +253,28 @@ def test_batch_reads_one_window(impl, case):
 def test_batch_of_statuses_needs_the_status(impl):
     with pytest.raises(ValueError):
         impl.Batch(impl.KIND_STATUS, 1, [])
+def test_corrupt_marker_agrees():
+    # The status no server can send, known to both cores and to the command table that maps it.
+    assert _pyprotocol.CORRUPT == _commands.CORRUPT and b" " in CORRUPT
+    if _cprotocol is not None:
+        assert _cprotocol.CORRUPT == CORRUPT
+
+
+def test_take_stops_at_a_corrupt_reply(impl):
+    # take() never hands a corrupt body out as a job or a YAML body: gets() gives it whole.
+    stream = b"RESERVED 1 2\r\nhi\r\nRESERVED 2 2\r\n\0\0\0\0RESERVED 3 2\r\nho\r\nOK 1\r\nxYZ"
+    for chunks in ([stream], [stream[i:i + 1] for i in range(len(stream))]):
+        reader = impl.ReplyReader()
+        results = []
+        got = []
+        for chunk in chunks:
+            reader.feed(chunk)
+            while True:
+                if not reader.take(impl.KIND_JOB, 10, results) and not reader.take(impl.KIND_BODY, 10, results):
+                    reply = reader.gets()
+                    if reply is None:
+                        break
+                    got.append(reply)
+        assert results == [(1, b"hi"), (3, b"ho")]
+        assert got == [(CORRUPT, (b"RESERVED", b"2", b"2"), b"\0\0"), (CORRUPT, (b"OK", b"1"), b"x")]
+        assert len(reader) == 0

@@ -140,9 +140,9 @@ class WatchedSocket:
     WRITES = {"send", "sendall", "sendmsg", "settimeout"}     # shutdown writes nothing
     READS = {"recv", "recv_into"}
 
-    def __init__(self, sock, lock_of, violations):
+    def __init__(self, sock, conn_of, violations):
         self._sock = sock
-        self._lock_of = lock_of
+        self._conn_of = conn_of
         self._violations = violations
         self._readers = []
 
@@ -161,8 +161,11 @@ class WatchedSocket:
                     return attr(*args, **kw)
                 finally:
                     self._readers.remove(caller)
-            # connect() configures its new socket before any other thread can see it.
-            if self._lock_of().owner != threading.get_ident() and caller != "connect":
+            # A new socket is configured (and its tubes restored) before any other thread can
+            # see it: only the socket the connection has published needs the lock.
+            conn = self._conn_of()
+            published = conn._proto is not None and conn._proto.sock is self
+            if published and conn._lock.owner != threading.get_ident():
                 self._violations.append("%s in %s" % (name, caller))
             return attr(*args, **kw)
         return watched
@@ -175,7 +178,7 @@ def watched_conn(make_conn, monkeypatch, tube):
     real = socket.create_connection
 
     def create_connection(*args, **kw):
-        return WatchedSocket(real(*args, **kw), lambda: holder["conn"]._lock, violations)
+        return WatchedSocket(real(*args, **kw), lambda: holder["conn"], violations)
 
     # The first connect happens in __init__, before the lock can be swapped: swap it,
     # then reconnect through the proxy.

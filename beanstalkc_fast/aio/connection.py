@@ -7,10 +7,11 @@ from collections import deque
 
 from .. import _backend, _commands, _retry
 from .._commands import COMMANDS as _COMMANDS, RESERVE0 as _RESERVE0, outcome as _outcome, result as _result
-from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_on_orphan,
-                         check_options, give_way as _give_way, has_input, log, tcp_host, unix_path, where)
+from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_keepalive,
+                         check_on_orphan, check_options, give_way as _give_way, has_input, log, set_keepalive,
+                         tcp_host, unix_path, where)
 from .._job import JobData
-from ..exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
+from ..exceptions import BatchError, CorruptJob, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
 __all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR"]
 
@@ -300,6 +301,9 @@ class Connection:
     (``None``: no limit; a reserve's own timeout comes on top); past it the connection is
     broken: every caller waiting on it gets SocketError and it is closed, as in the sync client.
     ``on_orphan(cmd, result)`` is called for a put whose caller was cancelled after it was sent.
+    ``keepalive=True``: TCP keepalive on every socket of the connection (its consumer channels
+    too), so that a peer that died silently is found in about a minute (30 s idle, then 3 probes
+    10 s apart) even while a reserve waits forever; ``False`` turns it off (unix sockets: never).
     """
 
     _core = _backend.impl   # the protocol core module; tests swap it to run both backends
@@ -308,9 +312,10 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
                  connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
                  on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
-                 retry: "Optional[_retry.Retry]" = None) -> None:
+                 retry: "Optional[_retry.Retry]" = None, keepalive: bool = True) -> None:
         check_options(parse_yaml, encoding)
         check_on_orphan(on_orphan)
+        check_keepalive(keepalive)
         self._retry = _retry.check(retry)
         self._reviving: "Any" = None    # the future of a reconnect in progress (with a Retry)
         self._closed_by_user = False    # close() was called: no retry reconnects
@@ -320,6 +325,7 @@ class Connection:
         self._encoding = encoding
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
+        self._keepalive = keepalive
         self._on_orphan = on_orphan if on_orphan is not None else default_orphan
         self._loop: "Any" = None
         self._main: "Any" = None
@@ -367,6 +373,13 @@ class Connection:
                 await asyncio.wait_for(coro, self._connect_timeout)
         except (OSError, asyncio.TimeoutError) as err:
             raise _closed(err) from err
+        sock = ch.transport.get_extra_info("socket")
+        if path is None and sock is not None:
+            try:
+                set_keepalive(sock, self._keepalive)
+            except OSError as err:
+                ch.fail(_closed(err))
+                raise _closed(err) from err
         return ch
 
     async def connect(self) -> None:
@@ -418,9 +431,11 @@ class Connection:
             self._reviving = None
             fut.set_result(None)
 
-    async def _retried(self, data, err, attempt):
+    async def _retried(self, data, err, attempt, *args):
         """A command (``data``; None: a reserve) met a broken connection (``err``): with a
-        Retry, reconnect and run ``attempt()`` again where that cannot change the queue twice."""
+        Retry, reconnect and run ``attempt(*args)`` again where that cannot change the queue
+        twice. (Callers hand the attempt over with its arguments, not as a closure: a closure
+        would make their hot path slower even when nothing fails.)"""
         written = getattr(err, "written", True)
         if written and data is not None and not _retry.resendable(data):
             raise _retry.written_and_lost(data, err, self._server())
@@ -431,12 +446,25 @@ class Connection:
                 await asyncio.sleep(wait)
             try:
                 await self._revive()
-                return await attempt()
+                return await attempt(*args)
             except SocketError as again:
                 err = again
                 if getattr(again, "written", True) and data is not None and not _retry.resendable(data):
                     raise _retry.written_and_lost(data, again, self._server())
         raise _retry.gave_up(err, self._retry.attempts)
+
+    async def _call_again(self, data, cmd, err, jid=None):
+        return await self._retried(data, err, self._call_main, data, cmd, jid)
+
+    async def _call_main(self, data, cmd, jid):
+        return await self._call(self._channel(), data, cmd, jid)
+
+    async def _reserve_again(self, seconds, err):
+        return await self._retried(None, err, self._reserve, seconds)
+
+    async def _reserve_many_again(self, n, seconds, jobs):
+        del jobs[:]
+        await self._reserve_many(n, seconds, jobs)
 
     def _channel_error(self):
         try:
@@ -513,7 +541,13 @@ class Connection:
 
     def _return_job(self, job):
         """A Job of this connection whose caller is gone: the next coroutine waiting for a job
-        takes it, else it is released at once with its own priority."""
+        takes it, else it is released at once with its own priority. A CorruptJob this
+        connection reserved is released (the next reserve reports it again)."""
+        if isinstance(job, CorruptJob):
+            ch = self._held.get(job.jid)
+            if ch is not None:
+                self._release_later(ch, job.jid)
+            return
         self._deliver(job._channel, job.jid, job.body_bytes)
 
     # -- the core of every command --
@@ -540,7 +574,7 @@ class Connection:
         except SocketError as err:
             if self._retry is None:
                 raise
-            reply = await self._retried(data, err, lambda: self._call(self._channel(), data, cmd))
+            reply = await self._call_again(data, cmd, err)
         return _result(cmd, reply)
 
     async def _yaml(self, cmd, *args):
@@ -549,9 +583,9 @@ class Connection:
     def _settle(self, ch, cmd, jid, reply):
         # At reply time, whether or not its caller still waits: who holds which job.
         if jid == _TRACK_RESERVE:
-            args = reply[1]
-            if reply[0] == b"RESERVED" and args and args[0].isdigit():
-                self._hold(ch, int(args[0]))
+            reserved = _commands.reserved_jid(reply)    # a corrupt job is reserved by ch too
+            if reserved is not None:
+                self._hold(ch, reserved)
         else:
             self._forget(jid)
 
@@ -565,6 +599,10 @@ class Connection:
             for entry in batch.results:
                 if len(entry) == 2:
                     self._hold(ch, entry[0])
+                else:
+                    reserved = _commands.reserved_jid(entry)
+                    if reserved is not None:
+                        self._hold(ch, reserved)
         if not fut.done():
             fut.set_result(batch)
         else:
@@ -579,6 +617,8 @@ class Connection:
             for entry in batch.results:
                 if len(entry) == 2:
                     self._deliver(ch, entry[0], entry[1])
+                else:
+                    self._release_later(ch, _commands.reserved_jid(entry))
 
     def _hold(self, ch, jid):
         old = self._held.get(jid)
@@ -596,6 +636,10 @@ class Connection:
         """The reply of a caller that is gone: report a put's job, pass on or give back a reserved one."""
         try:
             value = _result(cmd, reply)
+        except CorruptJob as err:   # nobody will bury it: back it goes, for the next reserve to report
+            if cmd.startswith("reserve"):
+                self._release_later(ch, err.jid)
+            return
         except Exception:
             return
         if cmd == "put":
@@ -618,6 +662,12 @@ class Connection:
             if not fut.done():
                 fut.set_result(Job(self, jid, body, True, ch))
                 return
+        self._release_later(ch, jid)
+
+    def _release_later(self, ch, jid):
+        # Release a job reserved on ch for nobody, with its own priority, in the background.
+        if jid is None:
+            return
         task = self._loop.create_task(self._give_back(ch, jid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -689,9 +739,11 @@ class Connection:
                     ch.blocked = False
                 try:
                     value = _result(cmd, reply)
-                except Exception as err:    # DEADLINE_SOON or an unexpected reply: the waiting caller's
+                except Exception as err:    # DEADLINE_SOON, CorruptJob or an unexpected reply: the waiting caller's
                     if not head.done():
                         head.set_exception(err)
+                    elif isinstance(err, CorruptJob):
+                        self._release_later(ch, err.jid)
                     continue
                 if value is not None:
                     self._deliver(ch, value[0], value[1])
@@ -729,7 +781,7 @@ class Connection:
         except SocketError as err:
             if self._retry is None:
                 raise
-            return _result("put", await self._retried(data, err, lambda: self._call(self._channel(), data, "put")))
+            return _result("put", await self._call_again(data, "put", err))
         try:
             return _result("put", await fut)
         except asyncio.CancelledError:
@@ -738,7 +790,7 @@ class Connection:
         except SocketError as err:
             if self._retry is None:
                 raise
-            return _result("put", await self._retried(data, err, lambda: self._call(self._channel(), data, "put")))
+            return _result("put", await self._call_again(data, "put", err))
 
     async def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""
@@ -756,14 +808,16 @@ class Connection:
 
     async def reserve(self, timeout: "Optional[float]" = None) -> "Optional[Job]":
         """Reserve a job from the watched tubes, waiting up to ``timeout`` seconds (forever if
-        None). Return a Job, or None on timeout; raise DeadlineSoon."""
+        None). Return a Job, or None on timeout; raise DeadlineSoon. A corrupt job raises
+        CorruptJob, as in the sync client: it stays reserved by the channel that reserved it,
+        where ``bury(err.jid)`` and ``delete(err.jid)`` go."""
         seconds = None if timeout is None else _commands.check_timeout(self._core, timeout)
         try:
             return await self._reserve(seconds)
         except SocketError as err:
             if self._retry is None:
                 raise
-            return await self._retried(None, err, lambda: self._reserve(seconds))
+            return await self._reserve_again(seconds, err)
 
     async def _reserve(self, seconds):
         waiters = self._waiters
@@ -796,16 +850,16 @@ class Connection:
     async def reserve_job(self, jid: "JobId") -> "Job":
         """Reserve the job ``jid`` whatever its state (beanstalkd >= 1.12); return a Job."""
         data = _commands.encode(self._core, "reserve-job", jid)
-
-        async def attempt():
-            ch = await self._consumer(False)
-            return self._job(ch, _result("reserve-job", await self._call(ch, data, "reserve-job", _TRACK_RESERVE)))
         try:
-            return await attempt()
+            return await self._reserve_job(data)
         except SocketError as err:
             if self._retry is None:
                 raise
-            return await self._retried(None, err, attempt)
+            return await self._retried(None, err, self._reserve_job, data)
+
+    async def _reserve_job(self, data):
+        ch = await self._consumer(False)
+        return self._job(ch, _result("reserve-job", await self._call(ch, data, "reserve-job", _TRACK_RESERVE)))
 
     async def watch(self, name: str) -> int:
         """Watch the tube ``name``; return the number of watched tubes."""
@@ -826,7 +880,7 @@ class Connection:
         except SocketError as err:
             if self._retry is None:
                 raise
-            reply = await self._retried(data, err, lambda: self._call(self._channel(), data, "ignore"))
+            reply = await self._call_again(data, "ignore", err)
         count = _result("ignore", reply)
         if reply[0] == b"WATCHING":
             name = name if isinstance(name, str) else name.decode("ascii")
@@ -857,7 +911,7 @@ class Connection:
         except SocketError as err:
             if self._retry is None:
                 raise
-            reply = await self._retried(data, err, lambda: self._call(self._channel(), data, cmd, track))
+            reply = await self._call_again(data, cmd, err, track)
         return _result(cmd, reply)
 
     async def delete(self, jid: "JobId") -> None:
@@ -924,10 +978,11 @@ class Connection:
 
     # -- batches --
 
-    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves=False):
+    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves: "Any" = False):
         """Send each ``(chunks, n)`` window of ``windows`` (waiting while the transport is
         full), then wait for every reply. Return the per-item entries (as the core's take
-        gives them) and whether any is another reply (for reserves: whether one was no job).
+        gives them) and whether any is another reply. ``reserves``: a list, for windows of
+        reserves; True is appended to it when a reply was no job (TIMED_OUT...).
         A caller cancelled meanwhile leaves its windows' replies to be read and dropped (a
         put's job reported to on_orphan)."""
         Batch = self._core.Batch
@@ -937,7 +992,8 @@ class Connection:
                 for chunks, n in windows:
                     if ch._paused:
                         await ch.writable()
-                    batch = _Window(self._loop.create_future(), cmd, Batch(kind, n, [], status, reserves),
+                    batch = _Window(self._loop.create_future(), cmd,
+                                    Batch(kind, n, [], status, reserves is not False),
                                     None if jids_of is None else jids_of(n))
                     ch.send_batch(chunks, batch)
                     batches.append(batch)
@@ -961,9 +1017,11 @@ class Connection:
                 if fut.exception() is None and not isinstance(err, Exception):
                     self._orphan_batch(ch, batch)   # the caller was cancelled: its results are orphans
             if isinstance(err, SocketError):
-                err.results = [r for b in batches for r in b.results]   # what was confirmed: a prefix
+                attach_results(err, [r for b in batches for r in b.results])   # what was confirmed: a prefix
             raise
-        return [r for b in batches for r in b.results], any(b.batch.bad or b.batch.stop for b in batches)
+        if reserves is not False and any(b.batch.stop for b in batches):
+            reserves.append(True)   # a reply that was no job: no window should follow
+        return [r for b in batches for r in b.results], any(b.batch.bad for b in batches)
 
     def _outcomes(self, cmd, entries, ch=None):
         out = []
@@ -1062,6 +1120,8 @@ class Connection:
         what is ready without waiting. Return a list of Jobs (``[]`` when none came).
 
         Raises DeadlineSoon when the first reserve reports it (later ones just end the batch).
+        A corrupt job does not end the batch: every reply is read, then BatchError is raised
+        whose ``results`` hold each Job or ``CorruptJob`` in order (those jobs stay reserved).
         """
         core = self._core
         n = core.check_uint32(n, "n")
@@ -1070,42 +1130,47 @@ class Connection:
         if n == 0:
             return jobs
         try:
-            return await self._reserve_many(n, seconds, jobs)
+            await self._reserve_many(n, seconds, jobs)
         except asyncio.CancelledError:
             for job in jobs:    # already taken for a caller that is gone
-                self._deliver(job._channel, job.jid, job.body_bytes)
+                if isinstance(job, (Job, CorruptJob)):
+                    self._return_job(job)
             raise
         except SocketError as err:
             if self._retry is None:
                 raise
-            # the jobs taken died with the connection: their reservations are gone
-            return await self._retried(None, err, lambda: self._reserve_many(n, seconds, []))
+            del jobs[:]     # the jobs taken died with the connection: their reservations are gone
+            await self._retried(None, err, self._reserve_many_again, n, seconds, jobs)
+        if not all(isinstance(r, Job) for r in jobs):
+            if not all(isinstance(r, (Job, DeadlineSoon)) for r in jobs):
+                raise BatchError(jobs)
+            got = [r for r in jobs if isinstance(r, Job)]
+            if not got:
+                raise DeadlineSoon([])
+            return got
+        return jobs
 
     async def _reserve_many(self, n, seconds, jobs):
+        # Appends to jobs each Job, CorruptJob or other failure in order (a TIMED_OUT: none).
         core = self._core
         if seconds:
-            first = await self.reserve(seconds)
+            try:
+                first = await self.reserve(seconds)
+            except CorruptJob as err:
+                first = err
             if first is None:
-                return jobs
+                return
             jobs.append(first)
         cmd = "reserve-with-timeout"
         while len(jobs) < n:
             k = min(n - len(jobs), core.RESERVE_WINDOW)
             ch = await self._consumer(False)
-            entries, bad = await self._pipeline(ch, cmd, iter([([_RESERVE0 * k], k)]), core.KIND_JOB, None,
-                                                reserves=True)
-            outcomes = self._outcomes(cmd, entries, ch)
-            got = [r for r in outcomes if isinstance(r, Job)]
-            if not bad:
-                jobs.extend(got)
-                continue
-            if not all(isinstance(r, Job) or r is None or isinstance(r, DeadlineSoon) for r in outcomes):
-                raise BatchError(jobs + outcomes)
-            if not jobs and not got and any(isinstance(r, DeadlineSoon) for r in outcomes):
-                raise DeadlineSoon([])
-            jobs.extend(got)
-            break
-        return jobs
+            stop: list = []
+            entries, _ = await self._pipeline(ch, cmd, iter([([_RESERVE0 * k], k)]), core.KIND_JOB, None,
+                                              reserves=stop)
+            jobs.extend(r for r in self._outcomes(cmd, entries, ch) if r is not None)
+            if stop:
+                break   # nothing more is ready (TIMED_OUT), or a failure: the batch ends here
 
 
 class Job(JobData):
@@ -1181,15 +1246,17 @@ class _Connect:
 def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "Any" = True,
             encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = None,
             socket_timeout: "Optional[float]" = None,
-            on_orphan: "Optional[Callable[[str, Any], Any]]" = None, retry: "Optional[_retry.Retry]" = None) -> "Any":
+            on_orphan: "Optional[Callable[[str, Any], Any]]" = None, retry: "Optional[_retry.Retry]" = None,
+            keepalive: bool = True) -> "Any":
     """Connect to beanstalkd: ``conn = await connect(...)`` or ``async with connect(...) as conn:``.
 
     ``host`` may be a name, an IPv4 or IPv6 address, or a unix socket path (containing ``/`` or
-    starting with ``unix:``). The other arguments are those of ``Connection``.
+    starting with ``unix:``). The other arguments are those of ``Connection`` (``keepalive=True``:
+    TCP keepalive finds a dead peer in about a minute; ``False`` turns it off).
     """
     return _Connect(Connection(host, port, parse_yaml=parse_yaml, encoding=encoding,
                                connect_timeout=connect_timeout, socket_timeout=socket_timeout,
-                               on_orphan=on_orphan, retry=retry))
+                               on_orphan=on_orphan, retry=retry, keepalive=keepalive))
 
 
 def _current_task():

@@ -11,7 +11,7 @@ import math
 from .._defaults import check_on_orphan, give_way, host_port
 from .._poolcommands import PoolCommands
 from .._poolpolicy import BROKEN, Drained, JobRef, split
-from ..exceptions import BatchError, DeadlineSoon, SocketError
+from ..exceptions import BatchError, CorruptJob, DeadlineSoon, SocketError
 from .connection import Connection, Job, _Window, default_orphan
 
 __all__ = ["Pool", "JobRef"]
@@ -36,7 +36,8 @@ class Pool(PoolCommands):
     """A pool of beanstalkd servers for asyncio (the coroutine twin of ``beanstalkc_fast.Pool``).
 
     ``aio.Pool(servers, *, parse_yaml=True, encoding='utf-8', connect_timeout=2.0,
-    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, on_orphan=None)``
+    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, on_orphan=None,
+    keepalive=True)``
 
     Every method of the blocking ``Pool`` returns an awaitable here, with the same names, arguments,
     results (``JobRef``, Jobs with ``.server``) and exceptions (``PutAmbiguous``, ``BatchError``
@@ -55,6 +56,8 @@ class Pool(PoolCommands):
       server or released at once with its own priority.
     - ``on_orphan(cmd, result)`` is called for a put whose caller was cancelled after it was
       written, with the put's ``JobRef`` (default: a warning on the ``beanstalkc_fast`` logger).
+    - ``keepalive`` is passed to every connection (TCP keepalive: a server that died silently
+      is found in about a minute, even by a reserve waiting forever).
     """
 
     _repr_name = "beanstalkc_fast.aio.Pool"
@@ -65,11 +68,12 @@ class Pool(PoolCommands):
     def __init__(self, servers: "Any", *, parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
-                 at_least_once: bool = False, on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
+                 at_least_once: bool = False, on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
+                 keepalive: bool = True) -> None:
         check_on_orphan(on_orphan)
         self._core = Connection._core
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-                    at_least_once, _Conns)
+                    at_least_once, _Conns, keepalive)
         self._on_orphan = on_orphan or default_orphan
         self._closing: set = set()      # tasks closing connections dropped from the pool
 
@@ -145,7 +149,7 @@ class Pool(PoolCommands):
         name = server.name
         conn = Connection(host, port, parse_yaml=self._parse_yaml, encoding=self._encoding,
                           connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout,
-                          on_orphan=lambda cmd, result: self._orphan(name, cmd, result))
+                          on_orphan=lambda cmd, result: self._orphan(name, cmd, result), keepalive=self._keepalive)
         try:
             await conn.connect()
             if role == "producer":
@@ -364,6 +368,8 @@ class Pool(PoolCommands):
                     except BROKEN as err:
                         self._lost(server, "consumer", conn, err)
                         continue
+                    except CorruptJob as err:       # reserved by conn: the caller's, as a job is
+                        got = err
                     except Exception as err:        # DeadlineSoon: the caller's
                         error = error or err
                         continue
@@ -374,7 +380,9 @@ class Pool(PoolCommands):
                         policy.reserved_from(server)
                         job = got
                     else:
-                        self._give_back(got)
+                        conn._return_job(got)
+                if isinstance(job, CorruptJob):
+                    raise job
                 if job is not None:
                     return job
                 if error is not None:
@@ -411,8 +419,8 @@ class Pool(PoolCommands):
                         continue
                     except DeadlineSoon:
                         got = []
-                    except BatchError as err:
-                        got = [r for r in err.results if isinstance(r, Job)]
+                    except BatchError as err:   # CorruptJobs are reserved by conn too: the flow reports them
+                        got = [r for r in err.results if isinstance(r, (Job, CorruptJob))]
                     for job in got:
                         job.server = server.name
                     jobs.extend(got)
@@ -422,7 +430,8 @@ class Pool(PoolCommands):
                 tasks.clear()
         except BaseException:
             for job in jobs:
-                self._give_back(job)
+                if isinstance(job, Job):
+                    self._give_back(job)
             raise
         return jobs
 
@@ -452,19 +461,20 @@ class Pool(PoolCommands):
 
 
 def _call_off(tasks):
-    """Cancel the reserve tasks still running; the Jobs of those that finished meanwhile go back."""
-    for task in tasks:
+    """Cancel the reserve tasks still running; the Jobs (and CorruptJobs) of those that finished
+    meanwhile go back."""
+    for task, (_, conn, *_) in tasks.items():
         task.cancel()
-        task.add_done_callback(_give_back_result)
+        task.add_done_callback(lambda task, conn=conn: _give_back_result(task, conn))
 
 
-def _give_back_result(task):
+def _give_back_result(task, conn):
     if task.cancelled():
         return      # a cancelled aio reserve gives back its job itself
     err = task.exception()
-    result = task.result() if err is None else getattr(err, "results", None)
+    result = task.result() if err is None else getattr(err, "results", [err])
     if isinstance(result, Job):
         result = [result]
     for job in result if isinstance(result, list) else ():
-        if isinstance(job, Job):
-            Pool._give_back(job)
+        if isinstance(job, (Job, CorruptJob)):
+            conn._return_job(job)
