@@ -11,7 +11,7 @@ from _collections import deque  # type: ignore  # (collections itself costs impo
 from . import _backend, _commands
 from ._commands import COMMANDS as _COMMANDS, result as _result
 from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_options, has_input,
-                        tcp_host, unix_path, where)
+                        tcp_host, tls_hostname, unix_path, where, wrap_tls)
 from ._job import JobData
 from .exceptions import BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError
 
@@ -45,7 +45,7 @@ class Connection:
     """A connection to one beanstalkd server.
 
     ``Connection(host='localhost', port=11300, parse_yaml=True, connect_timeout=<socket default>,
-    *, encoding='utf-8', socket_timeout=None)`` connects at once.
+    *, encoding='utf-8', socket_timeout=None, ssl=None, server_hostname=None)`` connects at once.
 
     - ``host`` may be a name, an IPv4 or IPv6 address, or the path of a unix socket
       (any ``host`` containing ``/`` or starting with ``unix:``; ``port`` is then ignored).
@@ -55,6 +55,9 @@ class Connection:
       it; ``None`` means bodies are ``bytes`` both ways.
     - ``socket_timeout``: seconds any command may take (``None``: no limit); a reserve
       waits its own timeout on top of it.
+    - ``ssl``: an ``ssl.SSLContext`` to speak TLS (to a server behind stunnel or haproxy);
+      the handshake is part of connecting. ``server_hostname``: the name the server's
+      certificate must hold (default: ``host``; a unix socket has none).
 
     Threads (and greenlets) may share a connection: their calls pipeline. Each caller
     writes its command at once, in call order, and the replies, which beanstalkd sends in
@@ -69,8 +72,11 @@ class Connection:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
-                 *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None) -> None:
+                 *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None,
+                 ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> None:
         check_options(parse_yaml, encoding)
+        self._server_hostname = tls_hostname(ssl, server_hostname, host)
+        self._ssl = ssl
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -119,6 +125,8 @@ class Connection:
             else:
                 sock = socket.create_connection((tcp_host(self.host), self.port), timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl is not None:   # the handshake is part of connecting: under connect_timeout
+                sock = wrap_tls(self._ssl, sock, self._server_hostname)
             sock.settimeout(self._socket_timeout)
         except OSError as err:
             raise SocketError(err) from err

@@ -49,7 +49,8 @@ class Pool(PoolCommands):
     """A pool of beanstalkd servers.
 
     ``Pool(servers, *, parse_yaml=True, encoding='utf-8', connect_timeout=2.0,
-    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False)``
+    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, ssl=None,
+    server_hostname=None)``
 
     - ``servers``: addresses ``'host:port'``, ``(host, port)`` or unix socket paths, each
       optionally named (``{'name': address}``) so that a server can move without changing
@@ -67,6 +68,8 @@ class Pool(PoolCommands):
     - A server is ejected after ``failure_limit`` consecutive failures and tried again after
       ``retry_after`` seconds, doubling up to 60 s while it stays down (logged on the
       ``beanstalkc_fast`` logger; ``servers_status()``). The pool starts even with servers down.
+    - ``ssl``, ``server_hostname``: TLS for every server's connections, as in ``Connection``
+      (``server_hostname`` defaults to each server's own host).
 
     A pool is not meant to be shared by threads: use one per thread.
     """
@@ -78,10 +81,10 @@ class Pool(PoolCommands):
     def __init__(self, servers: "Any", *, parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
-                 at_least_once: bool = False) -> None:
+                 at_least_once: bool = False, ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> None:
         self._core = Connection._core
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-                    at_least_once, _Conns)
+                    at_least_once, _Conns, ssl, server_hostname)
         for server in self._policy.servers:
             self._conn(server, "producer")      # a server that is down now only counts a failure
 
@@ -130,7 +133,8 @@ class Pool(PoolCommands):
         host, port = host_port(server.address)
         try:
             conn = Connection(host, port, self._parse_yaml, self._connect_timeout, encoding=self._encoding,
-                              socket_timeout=self._socket_timeout)
+                              socket_timeout=self._socket_timeout, ssl=self._ssl,
+                              server_hostname=self._server_hostname)
             if role == "producer":
                 if self._using != "default":
                     conn.use(self._using)

@@ -8,7 +8,7 @@ from collections import deque
 from .. import _backend, _commands
 from .._commands import COMMANDS as _COMMANDS, RESERVE0 as _RESERVE0, outcome as _outcome, result as _result
 from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_on_orphan,
-                         check_options, give_way as _give_way, has_input, log, tcp_host, unix_path, where)
+                         check_options, give_way as _give_way, has_input, log, tcp_host, tls_hostname, unix_path, where)
 from .._job import JobData
 from ..exceptions import BatchError, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
@@ -301,6 +301,9 @@ class Connection:
     (``None``: no limit; a reserve's own timeout comes on top); past it the connection is
     broken: every caller waiting on it gets SocketError and it is closed, as in the sync client.
     ``on_orphan(cmd, result)`` is called for a put whose caller was cancelled after it was sent.
+    ``ssl``: an ``ssl.SSLContext`` to speak TLS (to a server behind stunnel or haproxy);
+    ``server_hostname``: the name the server's certificate must hold (default: ``host``; a unix
+    socket has none).
     """
 
     _core = _backend.impl   # the protocol core module; tests swap it to run both backends
@@ -308,9 +311,12 @@ class Connection:
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
                  connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
-                 on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
+                 on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
+                 ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> None:
         check_options(parse_yaml, encoding)
         check_on_orphan(on_orphan)
+        self._server_hostname = tls_hostname(ssl, server_hostname, host)
+        self._ssl = ssl
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -353,10 +359,12 @@ class Connection:
         loop = self._loop
         ch = _Channel(self)
         path = unix_path(self.host)
+        # asyncio wants a server_hostname with ssl on a unix socket: "" stands for none
+        tls = {} if self._ssl is None else {"ssl": self._ssl, "server_hostname": self._server_hostname or ""}
         if path is not None:
-            coro = loop.create_unix_connection(lambda: ch, path)
+            coro = loop.create_unix_connection(lambda: ch, path, **tls)
         else:   # TCP_NODELAY is asyncio's default
-            coro = loop.create_connection(lambda: ch, tcp_host(self.host), self.port)
+            coro = loop.create_connection(lambda: ch, tcp_host(self.host), self.port, **tls)
         try:
             if self._connect_timeout is None:
                 await coro
@@ -1067,7 +1075,8 @@ class _Connect:
 def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "Any" = True,
             encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = None,
             socket_timeout: "Optional[float]" = None,
-            on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> "Any":
+            on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
+            ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> "Any":
     """Connect to beanstalkd: ``conn = await connect(...)`` or ``async with connect(...) as conn:``.
 
     ``host`` may be a name, an IPv4 or IPv6 address, or a unix socket path (containing ``/`` or
@@ -1075,7 +1084,7 @@ def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "
     """
     return _Connect(Connection(host, port, parse_yaml=parse_yaml, encoding=encoding,
                                connect_timeout=connect_timeout, socket_timeout=socket_timeout,
-                               on_orphan=on_orphan))
+                               on_orphan=on_orphan, ssl=ssl, server_hostname=server_hostname))
 
 
 def _current_task():

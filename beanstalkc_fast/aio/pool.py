@@ -58,7 +58,8 @@ class Pool(PoolCommands):
     """A pool of beanstalkd servers for asyncio (the coroutine twin of ``beanstalkc_fast.Pool``).
 
     ``aio.Pool(servers, *, parse_yaml=True, encoding='utf-8', connect_timeout=2.0,
-    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, on_orphan=None)``
+    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, on_orphan=None,
+    ssl=None, server_hostname=None)``
 
     Every method of the blocking ``Pool`` returns an awaitable here, with the same names, arguments,
     results (``JobRef``, Jobs with ``.server``) and exceptions (``PutAmbiguous``, ``BatchError``
@@ -77,6 +78,8 @@ class Pool(PoolCommands):
       server or released at once with its own priority.
     - ``on_orphan(cmd, result)`` is called for a put whose caller was cancelled after it was
       written, with the put's ``JobRef`` (default: a warning on the ``beanstalkc_fast`` logger).
+    - ``ssl``, ``server_hostname``: TLS for every server's connections, as in ``aio.Connection``
+      (``server_hostname`` defaults to each server's own host).
     """
 
     _repr_name = "beanstalkc_fast.aio.Pool"
@@ -87,11 +90,12 @@ class Pool(PoolCommands):
     def __init__(self, servers: "Any", *, parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
-                 at_least_once: bool = False, on_orphan: "Optional[Callable[[str, Any], Any]]" = None) -> None:
+                 at_least_once: bool = False, on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
+                 ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> None:
         check_on_orphan(on_orphan)
         self._core = Connection._core
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-                    at_least_once, _Conns)
+                    at_least_once, _Conns, ssl, server_hostname)
         self._on_orphan = on_orphan or default_orphan
         self._closing: set = set()      # tasks closing connections dropped from the pool
 
@@ -167,7 +171,7 @@ class Pool(PoolCommands):
         name = server.name
         conn = Connection(host, port, parse_yaml=self._parse_yaml, encoding=self._encoding,
                           connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout,
-                          on_orphan=lambda cmd, result: self._orphan(name, cmd, result))
+                          ssl=self._ssl, server_hostname=self._server_hostname, on_orphan=lambda cmd, result: self._orphan(name, cmd, result))
         try:
             await conn.connect()
             if role == "producer":
