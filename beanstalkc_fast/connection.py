@@ -57,7 +57,9 @@ class Connection:
       waits its own timeout on top of it.
     - ``ssl``: an ``ssl.SSLContext`` to speak TLS (to a server behind stunnel or haproxy);
       the handshake is part of connecting. ``server_hostname``: the name the server's
-      certificate must hold (default: ``host``; a unix socket has none).
+      certificate must hold (default: ``host``; a unix socket has none). Threads sharing a
+      TLS connection take turns (one command at a time): an SSL connection cannot be read
+      by one thread while another writes it.
 
     Threads (and greenlets) may share a connection: their calls pipeline. Each caller
     writes its command at once, in call order, and the replies, which beanstalkd sends in
@@ -77,6 +79,8 @@ class Connection:
         check_options(parse_yaml, encoding)
         self._server_hostname = tls_hostname(ssl, server_hostname, host)
         self._ssl = ssl
+        if ssl is not None:     # an SSL object must never be read and written by two threads at once
+            self._pipe = self._alone    # type: ignore[method-assign]
         self.host = host
         self.port = port
         self._parse_yaml = parse_yaml
@@ -257,6 +261,26 @@ class Connection:
         else:
             self._pass_on(proto, queue)
         return reply
+
+    def _alone(self, data, read, *args):
+        """``_pipe`` over TLS: the command and its reply with the connection to itself, so
+        that no thread writes while another reads (callers take turns)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            proto = self._proto
+            if proto is None:
+                raise SocketError("connection is closed; call reconnect()")
+            queue = self._queue
+            if queue:
+                self._drain(proto, queue)
+            try:
+                proto.write(data)
+                return getattr(proto, read)(*args)
+            except BaseException as err:
+                raise self._lost(proto, queue, err)
+        finally:
+            lock.release()
 
     def _enqueue(self, proto, queue):
         # Under the write lock, with replies in flight: wait behind them, unless the reader
@@ -761,6 +785,26 @@ class _Link:
             return self._proto.read_reply()
         except BaseException as err:
             raise self._fail(err)
+
+    def poll_reply(self):
+        """Read one reply when the socket is readable: the reply, or None when none has come.
+        Over TLS, readable input may be records that carry no data (TLS 1.3 session tickets
+        come after the handshake) or a part of a reply: it is read without waiting (the core
+        keeps a part for the next read)."""
+        sock = self.sock
+        if not hasattr(sock, "pending"):    # not TLS: a reply is coming, read it
+            return self.read_reply()
+        import ssl      # loaded already: sock is an SSL socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            reply = self._proto.read_reply()
+        except ssl.SSLWantReadError:
+            reply = None
+        except BaseException as err:
+            raise self._fail(err)
+        sock.settimeout(timeout)
+        return reply
 
     def close(self):
         """Let other callers have the connection again (once)."""

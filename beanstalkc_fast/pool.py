@@ -353,15 +353,19 @@ class Pool(PoolCommands):
                     for sock, (armed_server, link) in armed.items():
                         if armed_server is server:
                             break
+                    try:
+                        reply = link.poll_reply()
+                    except BROKEN as err:
+                        reply = err
+                    if reply is None:
+                        continue            # TLS records without a reply: wait on
                     selector.unregister(sock)
                     del armed[sock]
-                    try:
-                        reply = link.read_reply()
-                    except BROKEN as err:
-                        self._lost(server, "waiter", conn, _socket_error(err))
-                        continue
-                    finally:
+                    if isinstance(reply, BaseException):
+                        self._lost(server, "waiter", conn, _socket_error(reply))
                         link.close()
+                        continue
+                    link.close()
                     if reply[0] == b"TIMED_OUT":
                         continue            # the waiter is idle again: kept
                     if reply[0] == b"RESERVED":

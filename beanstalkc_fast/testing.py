@@ -508,6 +508,7 @@ class TLSProxy:
             raise
         self.host, self.port = self._listener.getsockname()[:2]
         self._closing = False
+        self._tasks = set()
         self._writers = set()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(context,), name="TLSProxy :%d" % self.port,
@@ -556,12 +557,15 @@ class TLSProxy:
             await self._stop
         finally:
             server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await server.wait_closed()
+            for writer in self._writers:    # each relay then sees EOF and ends
+                writer.transport.abort()    # at once: no TLS shutdown exchange
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=5)
 
     async def _relay(self, client_reader, client_writer):
         import asyncio
+        task = asyncio.current_task()
+        self._tasks.add(task)
         self._writers.add(client_writer)
         upstream_writer = None
         try:
@@ -572,6 +576,7 @@ class TLSProxy:
         except (OSError, EOFError):
             pass
         finally:
+            self._tasks.discard(task)
             for writer in (client_writer, upstream_writer):
                 if writer is not None:
                     self._writers.discard(writer)
