@@ -4,6 +4,7 @@ It stands just above ``exceptions`` and imports nothing else of the package, so 
 client, the asyncio client and both pools can all build on it without standing on each other.
 """
 import os
+import sys
 
 from .exceptions import InvalidArgument, InvalidType
 
@@ -76,6 +77,44 @@ def check_on_orphan(on_orphan):
         raise InvalidType("on_orphan must be a callable or None")
 
 
+def check_ssl(ssl, server_hostname):
+    """Check ``ssl=`` (an ``ssl.SSLContext`` or None) and ``server_hostname=`` (a str or None)."""
+    if ssl is None:
+        if server_hostname is not None:
+            raise InvalidArgument("server_hostname is only meaningful with ssl")
+        return
+    mod = sys.modules.get("ssl")    # an SSLContext can only exist once ssl was imported
+    if mod is None or not isinstance(ssl, mod.SSLContext):
+        raise InvalidType("ssl must be an ssl.SSLContext or None, not %r" % (ssl,))
+    if server_hostname is not None and (not isinstance(server_hostname, str) or not server_hostname):
+        raise InvalidType("server_hostname must be a non-empty str or None, not %r" % (server_hostname,))
+
+
+def tls_hostname(ssl, server_hostname, host):
+    """Check the TLS options for a client of ``host`` before it connects; return the name the
+    server's certificate is checked against (None without TLS): ``server_hostname``, else the
+    host of a TCP address. A unix socket has no host name."""
+    check_ssl(ssl, server_hostname)
+    if ssl is None or server_hostname is not None:
+        return server_hostname
+    if unix_path(host) is None:
+        return tcp_host(host)
+    if ssl.check_hostname:
+        raise InvalidArgument("a unix socket has no host name: pass server_hostname= (the name in the "
+                              "certificate), or use a context with check_hostname off")
+    return None
+
+
+def wrap_tls(ssl, sock, server_hostname):
+    """``sock`` wrapped by the context ``ssl`` (the handshake done, under the socket's timeout);
+    ``sock`` is closed when that fails."""
+    try:
+        return ssl.wrap_socket(sock, server_hostname=server_hostname)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def unix_path(host):
     """The socket path when ``host`` names a unix socket (contains ``/`` or starts with
     ``unix:``), else None."""
@@ -130,15 +169,36 @@ def has_input(sock):
     import select   # lazily: only the pools ask
     try:
         try:
-            return bool(select.select([sock], [], [], 0)[0])
+            readable = bool(select.select([sock], [], [], 0)[0])
         except ValueError:      # a descriptor past select()'s limit (1024): poll() has none
             if not hasattr(select, "poll"):
                 return False
             poller = select.poll()
             poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
+            readable = bool(poller.poll(0))
+        if hasattr(sock, "pending"):    # an SSL socket
+            return bool(sock.pending()) or (readable and _tls_input(sock))
+        return readable
     except (OSError, ValueError, TypeError):
         return True
+
+
+def _tls_input(sock):
+    # Bytes on a TLS socket may be records that carry no data: TLS 1.3 session tickets arrive
+    # after the handshake and stay unread until the first reply. Read without waiting: only data
+    # or EOF is input. What is read is lost, but a connection with input is dropped anyway.
+    import ssl      # loaded already: sock is an SSL socket
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        sock.recv(1)
+        return True
+    except ssl.SSLWantReadError:    # nothing but such records
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 _log = None

@@ -13,7 +13,7 @@ its I/O: ``_conn``, ``_conns``, ``_lost``, ``_each``, ``_each_conn``, ``_put_rou
 ``_take``, ``_wait``, ``_give_back``, ``_send_groups``.
 """
 from . import _commands
-from ._defaults import DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options
+from ._defaults import DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options, host_port, tls_hostname
 from ._poolpolicy import (BROKEN, Drained, JobRef, Lane, Policy, PutPlan, answered, fan_out, job_groups, job_targets,
                           jobs_outcome, merged_stats, merged_tube_stats, reserved_batch, tube_name, tube_union)
 from .exceptions import CommandFailed, CorruptJob, SocketError
@@ -38,11 +38,15 @@ class PoolCommands:
     _value: "Callable[[Any], Any]"
 
     def _setup(self, servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-               at_least_once, conns, keepalive=True):
+               at_least_once, conns, keepalive=True, ssl=None, server_hostname=None):
         check_options(parse_yaml, encoding)
         check_keepalive(keepalive)
         self._keepalive = keepalive     # each connection's (see Connection)
         self._policy = Policy(servers, failure_limit, retry_after, bool(at_least_once))
+        for server in self._policy.servers:     # the TLS options, checked for each server now
+            tls_hostname(ssl, server_hostname, host_port(server.address)[0])
+        self._ssl = ssl
+        self._server_hostname = server_hostname
         self._parse_yaml = parse_yaml
         self._encoding = encoding
         self._connect_timeout = connect_timeout

@@ -16,6 +16,7 @@ Everything here must behave exactly as ``src/_cprotocol.pyx`` does.
 """
 import os
 import re
+import sys
 from itertools import chain, repeat
 from operator import attrgetter
 
@@ -647,6 +648,16 @@ _give_way = getattr(os, "sched_yield", lambda: None)
 _IOV_MAX = 512      # buffers per sendmsg() call (POSIX guarantees at least 16, Linux 1024)
 
 
+def _scatter(sock):
+    """``sock.sendmsg``, or None where it cannot be used: an SSL socket (the stdlib's, or
+    gevent's once patched in) has the method but raises NotImplementedError; its buffers are
+    sent one sendall() each."""
+    ssl = sys.modules.get("ssl")    # not imported: no socket can be an SSL socket
+    if ssl is not None and isinstance(sock, ssl.SSLSocket):
+        return None
+    return getattr(sock, "sendmsg", None)
+
+
 class Protocol:
     """Blocking request/reply I/O over a connected socket, through its Python methods only
     (so gevent, eventlet and socket timeouts keep working).
@@ -662,7 +673,7 @@ class Protocol:
     def __init__(self, sock, read_size=READ_SIZE):
         self.sock = sock
         self._sendall = sock.sendall
-        self._sendmsg = getattr(sock, "sendmsg", None)
+        self._sendmsg = _scatter(sock)
         self._recv = sock.recv
         self._timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
         self._read_size = read_size
@@ -681,7 +692,7 @@ class Protocol:
             self.send_chunks(data)
 
     def send_chunks(self, chunks):
-        """Send a list of buffers: by scatter-gather where the socket has sendmsg()."""
+        """Send a list of buffers: by scatter-gather where the socket has a usable sendmsg()."""
         sendmsg = self._sendmsg
         if len(chunks) == 1 or sendmsg is None:
             for chunk in chunks:

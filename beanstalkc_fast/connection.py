@@ -11,7 +11,7 @@ from _collections import deque  # type: ignore  # (collections itself costs impo
 from . import _backend, _commands, _retry
 from ._commands import COMMANDS as _COMMANDS, result as _result
 from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options,
-                        has_input, set_keepalive, tcp_host, unix_path, where)
+                        has_input, set_keepalive, tcp_host, tls_hostname, unix_path, where, wrap_tls)
 from ._job import JobData
 from .exceptions import BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError
 
@@ -45,7 +45,8 @@ class Connection:
     """A connection to one beanstalkd server.
 
     ``Connection(host='localhost', port=11300, parse_yaml=True, connect_timeout=<socket default>,
-    *, encoding='utf-8', socket_timeout=None, retry=None, keepalive=True)`` connects at once.
+    *, encoding='utf-8', socket_timeout=None, retry=None, keepalive=True, ssl=None,
+    server_hostname=None)`` connects at once.
 
     - ``host`` may be a name, an IPv4 or IPv6 address, or the path of a unix socket
       (any ``host`` containing ``/`` or starting with ``unix:``; ``port`` is then ignored).
@@ -62,6 +63,11 @@ class Connection:
       minute (30 s idle, then 3 probes 10 s apart, where the platform lets them be set) even
       while a ``reserve()`` waits without a timeout: the call then raises ``SocketError``.
       ``False`` turns it off; a unix socket never has it.
+    - ``ssl``: an ``ssl.SSLContext`` to speak TLS (to a server behind stunnel or haproxy);
+      the handshake is part of connecting. ``server_hostname``: the name the server's
+      certificate must hold (default: ``host``; a unix socket has none). Threads sharing a
+      TLS connection take turns (one command at a time): an SSL connection cannot be read
+      by one thread while another writes it.
 
     Threads (and greenlets) may share a connection: their calls pipeline. Each caller
     writes its command at once, in call order, and the replies, which beanstalkd sends in
@@ -77,9 +83,14 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  connect_timeout: "Optional[float]" = _SOCKET_DEFAULT,  # type: ignore[assignment]
                  *, encoding: "Optional[str]" = "utf-8", socket_timeout: "Optional[float]" = None,
-                 retry: "Optional[_retry.Retry]" = None, keepalive: bool = True) -> None:
+                 retry: "Optional[_retry.Retry]" = None, keepalive: bool = True, ssl: "Any" = None,
+                 server_hostname: "Optional[str]" = None) -> None:
         check_options(parse_yaml, encoding)
         check_keepalive(keepalive)
+        self._server_hostname = tls_hostname(ssl, server_hostname, host)
+        self._ssl = ssl
+        if ssl is not None:     # an SSL object must never be read and written by two threads at once
+            self._pipe = self._alone    # type: ignore[method-assign]
         self._retry = _retry.check(retry)
         self.host = host
         self.port = port
@@ -145,6 +156,8 @@ class Connection:
                 except BaseException:
                     sock.close()
                     raise
+            if self._ssl is not None:   # the handshake is part of connecting: under connect_timeout
+                sock = wrap_tls(self._ssl, sock, self._server_hostname)
             sock.settimeout(self._socket_timeout)
         except OSError as err:
             raise SocketError(err) from err
@@ -355,6 +368,34 @@ class Connection:
         else:
             self._pass_on(proto, queue)
         return reply
+
+    def _alone(self, data, read, *args):
+        """``_pipe`` over TLS: the command and its reply with the connection to itself, so
+        that no thread writes while another reads (callers take turns)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            proto = self._proto
+            if proto is None:
+                err, written = SocketError("connection is closed; call reconnect()"), False
+            else:
+                queue = self._queue
+                try:
+                    if queue:
+                        self._drain(proto, queue)
+                except SocketError as exc:
+                    err, written = exc, False
+                else:
+                    try:
+                        proto.write(data)
+                        return getattr(proto, read)(*args)
+                    except BaseException as exc:
+                        err, written = self._lost(proto, queue, exc), True
+        finally:
+            lock.release()
+        if self._retry is None or not isinstance(err, SocketError):
+            raise err
+        return self._retried(data, read, args, err, written)
 
     def _enqueue(self, proto, queue):
         # Under the write lock, with replies in flight: wait behind them, unless the reader
@@ -889,6 +930,26 @@ class _Link:
             return self._proto.read_reply()
         except BaseException as err:
             raise self._fail(err)
+
+    def poll_reply(self):
+        """Read one reply when the socket is readable: the reply, or None when none has come.
+        Over TLS, readable input may be records that carry no data (TLS 1.3 session tickets
+        come after the handshake) or a part of a reply: it is read without waiting (the core
+        keeps a part for the next read)."""
+        sock = self.sock
+        if not hasattr(sock, "pending"):    # not TLS: a reply is coming, read it
+            return self.read_reply()
+        import ssl      # loaded already: sock is an SSL socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            reply = self._proto.read_reply()
+        except ssl.SSLWantReadError:
+            reply = None
+        except BaseException as err:
+            raise self._fail(err)
+        sock.settimeout(timeout)
+        return reply
 
     def close(self):
         """Let other callers have the connection again (once)."""

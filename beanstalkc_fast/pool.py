@@ -49,7 +49,8 @@ class Pool(PoolCommands):
     """A pool of beanstalkd servers.
 
     ``Pool(servers, *, parse_yaml=True, encoding='utf-8', connect_timeout=2.0,
-    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, keepalive=True)``
+    socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, keepalive=True, ssl=None,
+    server_hostname=None)``
 
     - ``servers``: addresses ``'host:port'``, ``(host, port)`` or unix socket paths, each
       optionally named (``{'name': address}``) so that a server can move without changing
@@ -69,6 +70,8 @@ class Pool(PoolCommands):
       ``beanstalkc_fast`` logger; ``servers_status()``). The pool starts even with servers down.
     - ``keepalive`` is passed to every connection: with TCP keepalive (the default) a server
       that died silently is found in about a minute, even by a reserve waiting forever.
+    - ``ssl``, ``server_hostname``: TLS for every server's connections, as in ``Connection``
+      (``server_hostname`` defaults to each server's own host).
 
     A pool is not meant to be shared by threads: use one per thread.
     """
@@ -80,10 +83,11 @@ class Pool(PoolCommands):
     def __init__(self, servers: "Any", *, parse_yaml: "Union[bool, Callable[[str], Any]]" = True,
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
-                 at_least_once: bool = False, keepalive: bool = True) -> None:
+                 at_least_once: bool = False, keepalive: bool = True, ssl: "Any" = None,
+                 server_hostname: "Optional[str]" = None) -> None:
         self._core = Connection._core
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-                    at_least_once, _Conns, keepalive)
+                    at_least_once, _Conns, keepalive, ssl, server_hostname)
         for server in self._policy.servers:
             self._conn(server, "producer")      # a server that is down now only counts a failure
 
@@ -132,7 +136,8 @@ class Pool(PoolCommands):
         host, port = host_port(server.address)
         try:
             conn = Connection(host, port, self._parse_yaml, self._connect_timeout, encoding=self._encoding,
-                              socket_timeout=self._socket_timeout, keepalive=self._keepalive)
+                              socket_timeout=self._socket_timeout, keepalive=self._keepalive, ssl=self._ssl,
+                              server_hostname=self._server_hostname)
             if role == "producer":
                 if self._using != "default":
                     conn.use(self._using)
@@ -346,15 +351,19 @@ class Pool(PoolCommands):
                     for sock, (armed_server, link) in armed.items():
                         if armed_server is server:
                             break
+                    try:
+                        reply = link.poll_reply()
+                    except BROKEN as err:
+                        reply = err
+                    if reply is None:
+                        continue            # TLS records without a reply: wait on
                     selector.unregister(sock)
                     del armed[sock]
-                    try:
-                        reply = link.read_reply()
-                    except BROKEN as err:
-                        self._lost(server, "waiter", conn, _socket_error(err))
-                        continue
-                    finally:
+                    if isinstance(reply, BaseException):
+                        self._lost(server, "waiter", conn, _socket_error(reply))
                         link.close()
+                        continue
+                    link.close()
                     if reply[0] == b"TIMED_OUT":
                         continue            # the waiter is idle again: kept
                     jid = _commands.reserved_jid(reply)     # a corrupt job too: the consumer reports it

@@ -16,6 +16,12 @@ loopback port that holds what it relays for half of ``rtt`` seconds in each dire
 
     with LatencyProxy(server.host, server.port, rtt=0.002) as proxy:
         conn = beanstalkc_fast.Connection(proxy.host, proxy.port)
+
+``TLSProxy(host, port, certfile, keyfile)`` puts it behind a TLS terminator, as stunnel or
+haproxy would::
+
+    with TLSProxy(server.host, server.port, "cert.pem", "key.pem") as proxy:
+        conn = beanstalkc_fast.Connection(proxy.host, proxy.port, ssl=context)
 """
 import collections
 import os
@@ -28,7 +34,7 @@ import sys
 import threading
 import time
 
-__all__ = ["BeanstalkdServer", "BeanstalkdNotFound", "LatencyProxy", "find_beanstalkd", "beanstalkd"]
+__all__ = ["BeanstalkdServer", "BeanstalkdNotFound", "LatencyProxy", "TLSProxy", "find_beanstalkd", "beanstalkd"]
 
 
 class BeanstalkdNotFound(RuntimeError):
@@ -472,6 +478,122 @@ class LatencyProxy:
                 _reset(sock)
             else:
                 sock.close()
+
+
+class TLSProxy:
+    """A TLS terminator in front of ``host:port``, as stunnel or haproxy: it accepts TLS
+    connections on a free port of ``listen_host`` (``.host``, ``.port``) with the certificate
+    chain ``certfile`` (and its private key ``keyfile``, if not in ``certfile``) and relays the
+    plain bytes to ``host:port`` over one upstream TCP connection per client.
+
+    An EOF or a failure on either side closes both connections of that client; a client whose
+    handshake fails (it does not trust the certificate, or the name does not match) is
+    dropped and no upstream connection is made. One background thread runs an asyncio
+    event loop for every connection (TLS through memory buffers: each TLS connection is used
+    by that one thread). ``close()`` stops the relay, closes every connection and joins the
+    thread; the proxy is also a context manager.
+    """
+
+    def __init__(self, host, port, certfile, keyfile=None, listen_host="127.0.0.1"):
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        self.target = (host, port)
+        self._listener = socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET)
+        try:
+            self._listener.bind((listen_host, 0))
+            self._listener.listen(128)
+        except BaseException:
+            self._listener.close()
+            raise
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._closing = False
+        self._tasks = set()
+        self._writers = set()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(context,), name="TLSProxy :%d" % self.port,
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    def __repr__(self):
+        return "<TLSProxy %s:%d -> %s:%d%s>" % (self.host, self.port, self.target[0], self.target[1],
+                                                " closed" if self._closing else "")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Stop relaying: close the listener and every connection, join the thread. Idempotent."""
+        if not self._closing:
+            self._closing = True
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set_result, None)
+            except RuntimeError:    # the loop is closed already
+                pass
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    # -- the relay thread -----------------------------------------------------------
+
+    def _run(self, context):
+        import asyncio
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            self._stop = loop.create_future()
+            loop.run_until_complete(self._serve(context))
+        finally:
+            self._started.set()     # if it failed to start, the constructor waits no more
+            loop.close()
+
+    async def _serve(self, context):
+        import asyncio
+        server = await asyncio.start_server(self._relay, sock=self._listener, ssl=context)
+        self._started.set()
+        try:
+            await self._stop
+        finally:
+            server.close()
+            for writer in self._writers:    # each relay then sees EOF and ends
+                writer.transport.abort()    # at once: no TLS shutdown exchange
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=5)
+
+    async def _relay(self, client_reader, client_writer):
+        import asyncio
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        self._writers.add(client_writer)
+        upstream_writer = None
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+            self._writers.add(upstream_writer)
+            await asyncio.gather(self._pipe(client_reader, upstream_writer),
+                                 self._pipe(upstream_reader, client_writer), return_exceptions=True)
+        except (OSError, EOFError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            for writer in (client_writer, upstream_writer):
+                if writer is not None:
+                    self._writers.discard(writer)
+                    writer.close()
+
+    @staticmethod
+    async def _pipe(reader, writer):
+        # One direction; its end (EOF or a failure) ends the other one too (the writers close).
+        try:
+            while True:
+                data = await reader.read(_RECV)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
 
 
 def _fine_timers():

@@ -1,5 +1,12 @@
 # -- blocking driver: the only code here that touches a socket (see _pyprotocol.Protocol) --
 
+cdef object _scatter(sock):
+    # sock.sendmsg, or None for an SSL socket: it has the method but raises NotImplementedError.
+    ssl = _sys.modules.get("ssl")   # not imported: no socket can be an SSL socket
+    if ssl is not None and isinstance(sock, ssl.SSLSocket):
+        return None
+    return getattr(sock, "sendmsg", None)
+
 cdef class Protocol:
     """Protocol(sock, read_size=65536)
 --
@@ -7,7 +14,7 @@ cdef class Protocol:
 """
     cdef public object sock                 # the Python socket object; all I/O goes through its methods
     cdef object _sendall                    # sock.sendall, cached
-    cdef object _sendmsg                    # sock.sendmsg, cached; None where the socket has none
+    cdef object _sendmsg                    # sock.sendmsg, cached; None where it has none or is SSL
     cdef object _recv_into                  # sock.recv_into, cached
     cdef object _timeout                    # the socket's timeout when the driver was made (None: none)
     cdef Py_ssize_t _read_size              # smallest free space offered to one recv_into
@@ -18,7 +25,7 @@ cdef class Protocol:
     def __init__(self, sock, read_size=READ_SIZE):
         self.sock = sock
         self._sendall = sock.sendall
-        self._sendmsg = getattr(sock, "sendmsg", None)
+        self._sendmsg = _scatter(sock)
         self._recv_into = sock.recv_into
         self._timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
         self._read_size = read_size if read_size > 0 else 1

@@ -19,6 +19,7 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 import os as _os
+import sys as _sys
 
 from beanstalkc_fast.exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 

@@ -9,7 +9,7 @@ from .. import _backend, _commands, _retry
 from .._commands import COMMANDS as _COMMANDS, RESERVE0 as _RESERVE0, outcome as _outcome, result as _result
 from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_keepalive,
                          check_on_orphan, check_options, give_way as _give_way, has_input, log, set_keepalive,
-                         tcp_host, unix_path, where)
+                         tcp_host, tls_hostname, unix_path, where)
 from .._job import JobData
 from ..exceptions import BatchError, CorruptJob, DeadlineSoon, InvalidType, ProtocolError, SocketError
 
@@ -304,6 +304,9 @@ class Connection:
     ``keepalive=True``: TCP keepalive on every socket of the connection (its consumer channels
     too), so that a peer that died silently is found in about a minute (30 s idle, then 3 probes
     10 s apart) even while a reserve waits forever; ``False`` turns it off (unix sockets: never).
+    ``ssl``: an ``ssl.SSLContext`` to speak TLS (to a server behind stunnel or haproxy);
+    ``server_hostname``: the name the server's certificate must hold (default: ``host``; a unix
+    socket has none).
     """
 
     _core = _backend.impl   # the protocol core module; tests swap it to run both backends
@@ -312,10 +315,13 @@ class Connection:
                  parse_yaml: "Union[bool, Callable[[str], Any]]" = True, encoding: "Optional[str]" = "utf-8",
                  connect_timeout: "Optional[float]" = None, socket_timeout: "Optional[float]" = None,
                  on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
-                 retry: "Optional[_retry.Retry]" = None, keepalive: bool = True) -> None:
+                 retry: "Optional[_retry.Retry]" = None, keepalive: bool = True,
+                 ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> None:
         check_options(parse_yaml, encoding)
         check_on_orphan(on_orphan)
         check_keepalive(keepalive)
+        self._server_hostname = tls_hostname(ssl, server_hostname, host)
+        self._ssl = ssl
         self._retry = _retry.check(retry)
         self._reviving: "Any" = None    # the future of a reconnect in progress (with a Retry)
         self._closed_by_user = False    # close() was called: no retry reconnects
@@ -362,10 +368,12 @@ class Connection:
         loop = self._loop
         ch = _Channel(self)
         path = unix_path(self.host)
+        # asyncio wants a server_hostname with ssl on a unix socket: "" stands for none
+        tls = {} if self._ssl is None else {"ssl": self._ssl, "server_hostname": self._server_hostname or ""}
         if path is not None:
-            coro = loop.create_unix_connection(lambda: ch, path)
+            coro = loop.create_unix_connection(lambda: ch, path, **tls)
         else:   # TCP_NODELAY is asyncio's default
-            coro = loop.create_connection(lambda: ch, tcp_host(self.host), self.port)
+            coro = loop.create_connection(lambda: ch, tcp_host(self.host), self.port, **tls)
         try:
             if self._connect_timeout is None:
                 await coro
@@ -1247,7 +1255,7 @@ def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "
             encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = None,
             socket_timeout: "Optional[float]" = None,
             on_orphan: "Optional[Callable[[str, Any], Any]]" = None, retry: "Optional[_retry.Retry]" = None,
-            keepalive: bool = True) -> "Any":
+            keepalive: bool = True, ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> "Any":
     """Connect to beanstalkd: ``conn = await connect(...)`` or ``async with connect(...) as conn:``.
 
     ``host`` may be a name, an IPv4 or IPv6 address, or a unix socket path (containing ``/`` or
@@ -1256,7 +1264,8 @@ def connect(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, parse_yaml: "
     """
     return _Connect(Connection(host, port, parse_yaml=parse_yaml, encoding=encoding,
                                connect_timeout=connect_timeout, socket_timeout=socket_timeout,
-                               on_orphan=on_orphan, retry=retry, keepalive=keepalive))
+                               on_orphan=on_orphan, retry=retry, keepalive=keepalive, ssl=ssl,
+                               server_hostname=server_hostname))
 
 
 def _current_task():

@@ -37,7 +37,7 @@ class Pool(PoolCommands):
 
     ``aio.Pool(servers, *, parse_yaml=True, encoding='utf-8', connect_timeout=2.0,
     socket_timeout=None, failure_limit=2, retry_after=5.0, at_least_once=False, on_orphan=None,
-    keepalive=True)``
+    keepalive=True, ssl=None, server_hostname=None)``
 
     Every method of the blocking ``Pool`` returns an awaitable here, with the same names, arguments,
     results (``JobRef``, Jobs with ``.server``) and exceptions (``PutAmbiguous``, ``BatchError``
@@ -58,6 +58,8 @@ class Pool(PoolCommands):
       written, with the put's ``JobRef`` (default: a warning on the ``beanstalkc_fast`` logger).
     - ``keepalive`` is passed to every connection (TCP keepalive: a server that died silently
       is found in about a minute, even by a reserve waiting forever).
+    - ``ssl``, ``server_hostname``: TLS for every server's connections, as in ``aio.Connection``
+      (``server_hostname`` defaults to each server's own host).
     """
 
     _repr_name = "beanstalkc_fast.aio.Pool"
@@ -69,11 +71,11 @@ class Pool(PoolCommands):
                  encoding: "Optional[str]" = "utf-8", connect_timeout: "Optional[float]" = 2.0,
                  socket_timeout: "Optional[float]" = None, failure_limit: int = 2, retry_after: float = 5.0,
                  at_least_once: bool = False, on_orphan: "Optional[Callable[[str, Any], Any]]" = None,
-                 keepalive: bool = True) -> None:
+                 keepalive: bool = True, ssl: "Any" = None, server_hostname: "Optional[str]" = None) -> None:
         check_on_orphan(on_orphan)
         self._core = Connection._core
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
-                    at_least_once, _Conns, keepalive)
+                    at_least_once, _Conns, keepalive, ssl, server_hostname)
         self._on_orphan = on_orphan or default_orphan
         self._closing: set = set()      # tasks closing connections dropped from the pool
 
@@ -149,7 +151,8 @@ class Pool(PoolCommands):
         name = server.name
         conn = Connection(host, port, parse_yaml=self._parse_yaml, encoding=self._encoding,
                           connect_timeout=self._connect_timeout, socket_timeout=self._socket_timeout,
-                          on_orphan=lambda cmd, result: self._orphan(name, cmd, result), keepalive=self._keepalive)
+                          on_orphan=lambda cmd, result: self._orphan(name, cmd, result), keepalive=self._keepalive,
+                          ssl=self._ssl, server_hostname=self._server_hostname)
         try:
             await conn.connect()
             if role == "producer":
