@@ -337,8 +337,7 @@ class Worker:
             if self._broken:
                 try:
                     self._conn.reconnect()
-                    self._broken = False
-                    delays = None
+                    self._broken = False    # the backoff goes on until a reserve works again
                 except _BROKEN as err:
                     self._lost_server(err)
                     delays = delays or policy.reconnect_delays()
@@ -359,9 +358,8 @@ class Worker:
                     if self._pool is None:
                         self._forget(self._conn)
                         self._broken = True
-                    else:
-                        delays = delays or policy.reconnect_delays()
-                        self._pause(next(delays))
+                    delays = delays or policy.reconnect_delays()
+                    self._pause(next(delays))
                     continue
                 delays = None
                 if got or wait:

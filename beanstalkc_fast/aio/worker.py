@@ -281,8 +281,7 @@ class Worker:
             if self._broken:
                 try:
                     await self._conn.reconnect()
-                    self._broken = False
-                    delays = None
+                    self._broken = False    # the backoff goes on until a reserve works again
                 except _BROKEN as err:
                     log().warning("beanstalkd server lost: %s; reconnecting", err)
                     delays = delays or policy.reconnect_delays()
@@ -300,9 +299,8 @@ class Worker:
                     if self._pool is None:
                         self._forget(self._conn)
                         self._broken = True
-                    else:
-                        delays = delays or policy.reconnect_delays()
-                        await self._pause(next(delays))
+                    delays = delays or policy.reconnect_delays()
+                    await self._pause(next(delays))
                     continue
                 delays = None
                 if got or wait:
