@@ -486,8 +486,11 @@ class _WorkProgress:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
+    import logging
     from .worker import Worker
     handler = _load_handler(args.target)
+    # handler failures (WARNING) and buries (ERROR) on stderr, with their tracebacks
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source: Any
     if args.servers and len(args.servers) > 1:
         from .pool import Pool
