@@ -145,7 +145,7 @@ class Worker:
         from collections import deque
         self._ready: "Any" = deque()          # Held jobs prefetched, oldest first
         self._slots: "List[Any]" = [None] * self._settings.concurrency   # the Held job of each handler thread
-        self._done: "List[Any]" = []          # (Held, exception or None) of the handlers that returned
+        self._done: "Any" = deque()           # (Held, exception or None) of the handlers that returned
         self._sleeping = False                # the reserver waits on _wake
         self._next_due: "Optional[float]" = None
         self._broken = False                  # our own connection broke: reconnect before the next reserve
@@ -206,37 +206,65 @@ class Worker:
     # -- handler threads: they only run handlers --
 
     def _handle(self, i):
-        settings, lock, ready, slots = self._settings, self._lock, self._ready, self._slots
-        low = settings.low_water
+        # The jobs move between threads through deques (popleft and append are atomic): a job is
+        # taken once, by a handler or by the reserver giving it back. The lock is taken only to
+        # sleep and to wake the reserver, not per job.
+        settings, lock, ready, slots, done = self._settings, self._lock, self._ready, self._slots, self._done
+        low, flush = settings.low_water, max(1, settings.capacity // 2)
+        handler = settings.handler
         log_ = log()
         while True:
-            lock.acquire()
-            while not ready or self._stopping:
-                if self._stopping:      # prefetched jobs are the reserver's to give back
-                    lock.release()
-                    return
-                self._work.wait()
-            held = ready.popleft()
+            held = None
+            if not self._stopping:
+                try:
+                    held = ready.popleft()
+                except IndexError:
+                    pass
+            if held is None:
+                lock.acquire()
+                if self._sleeping:      # going idle: let the reserver settle and refill now
+                    self._wake.notify()
+                while not ready or self._stopping:
+                    if self._stopping:  # prefetched jobs are the reserver's to give back
+                        lock.release()
+                        return
+                    self._work.wait()
+                lock.release()
+                continue
             slots[i] = held
             if self._sleeping and len(ready) <= low:
-                self._wake.notify()
-            lock.release()
+                self._notify()
             job = held.job
             err = None
-            fn = settings.handler_for(held)
             try:
+                fn = handler if handler is not None else settings.handler_for(held)
                 if fn is None:
                     raise InvalidArgument("no handler for the tube %r" % (held.tube,))
                 fn(job)
             except BaseException as exc:
                 err = exc
                 log_.warning("handler failed on job %s: %r", job.jid, exc, exc_info=exc)
-            lock.acquire()
             slots[i] = None
-            self._done.append((held, err))
-            if self._sleeping and (not ready or err is not None or len(ready) <= low):
-                self._wake.notify()
-            lock.release()
+            done.append((held, err))
+            if self._sleeping and (err is not None or len(done) >= flush):
+                self._notify()
+
+    def _notify(self):
+        with self._lock:
+            self._wake.notify()
+
+    def _must_wake(self, empty):
+        """Whether the reserver has work now (called under the lock before it sleeps): room
+        for a batch (unless the tubes were just found ``empty``), enough results to settle, or
+        handlers gone idle with results."""
+        settings, ready = self._settings, self._ready
+        if self._stopping:
+            return True
+        running = sum(1 for s in self._slots if s is not None)
+        done = len(self._done)
+        if done >= max(1, settings.capacity // 2) or (done and not running):
+            return True
+        return not empty and len(ready) <= settings.low_water and len(ready) + running + done < settings.capacity
 
     # -- the reserver: every command of the worker --
 
@@ -348,6 +376,7 @@ class Worker:
             held = waiting + len(self._done) + sum(1 for s in slots if s is not None)
             lock.release()
             room = capacity - held
+            empty = False
             if room > 0 and waiting <= low:
                 now = monotonic()
                 wait = policy.reserve_wait(held > 0 and self._pool is None, self._next_due, now)
@@ -364,12 +393,13 @@ class Worker:
                 delays = None
                 if got or wait:
                     continue
+                empty = True
                 pause = policy.idle_wait(self._next_due, monotonic())
             else:
                 due = self._next_due
                 pause = policy.IDLE_WAIT if due is None else max(0.0, min(policy.IDLE_WAIT, due - monotonic()))
             lock.acquire()
-            if not self._done and not self._stopping and pause > 0:
+            if pause > 0 and not self._must_wake(empty):
                 self._sleeping = True
                 self._wake.wait(pause)
                 self._sleeping = False
@@ -438,15 +468,21 @@ class Worker:
     def _forget(self, conn):
         """``conn`` broke: its reservations died with it. Drop its prefetched jobs and mark
         its running ones, whose touches, releases and buries would be in vain."""
-        with self._lock:
-            keep = [h for h in self._ready if h.job.conn is not conn]
-            self._ready.clear()
-            self._ready.extend(keep)
-            for held in self._slots:
-                if held is not None and held.job.conn is conn:
-                    held.job.reserved = False
+        for held in [h for h in list(self._ready) if h.job.conn is conn]:    # list(): one step under the GIL
+            self._take(held)
+        for held in self._slots:
+            if held is not None and held.job.conn is conn:
+                held.job.reserved = False
         if conn is self._conn and self._pool is None:
             self._broken = True
+
+    def _take(self, held):
+        """Take a prefetched job out of the queue, unless a handler took it first."""
+        try:
+            self._ready.remove(held)
+            return True
+        except ValueError:
+            return False
 
     def _each_conn(self, helds, fn):
         """``fn(conn, helds)`` for each connection's group; a broken connection is forgotten."""
@@ -500,19 +536,23 @@ class Worker:
 
     def _settle(self):
         """Delete the jobs handled, release or bury the failed ones."""
-        with self._lock:
-            if not self._done:
-                return
-            done, self._done = self._done, []
-        ok, failed = [], []
-        for held, err in done:
+        queue = self._done
+        if not queue:
+            return
+        ok, failed, nok, nfailed = [], [], 0, 0
+        popleft = queue.popleft
+        for _ in range(len(queue)):     # what is there now; each popleft is atomic
+            held, err = popleft()
             if err is None:
+                nok += 1
                 if held.job.reserved:
                     ok.append(held.job)
-            elif held.job.reserved:
-                failed.append(held)
-        self.stats["processed"] += len(done) - sum(1 for _, err in done if err is not None)
-        self.stats["failed"] += sum(1 for _, err in done if err is not None)
+            else:
+                nfailed += 1
+                if held.job.reserved:
+                    failed.append(held)
+        self.stats["processed"] += nok
+        self.stats["failed"] += nfailed
         if ok:
             self._delete(ok)
         if failed:
@@ -574,14 +614,8 @@ class Worker:
             now = time.monotonic()
         touch = [h for h in running if h.ttr is not None and h.job.reserved and h.due(margin) <= now]
         expired = [h for h in waiting if h.ttr is not None and h.job.reserved and h.due(margin) <= now]
-        if expired:
-            with self._lock:    # only those still waiting: a job a handler started meanwhile gets touched next time
-                gone = set(map(id, expired))
-                still = {id(h) for h in self._ready if id(h) in gone}
-                keep = [h for h in self._ready if id(h) not in gone]
-                self._ready.clear()
-                self._ready.extend(keep)
-            self._give_back([h for h in expired if id(h) in still])
+        if expired:     # only those still waiting: a job a handler started meanwhile gets touched next time
+            self._give_back([h for h in expired if self._take(h)])
         if touch:
             sent = time.monotonic()
             lines = {id(h): b"touch %d\r\n" % h.job.jid for h in touch}
@@ -593,9 +627,13 @@ class Worker:
 
     def _shutdown(self, timeout=None):
         """After stop(): prefetched jobs back at once, running handlers get ``shutdown_timeout``."""
+        waiting = []
+        while True:
+            try:
+                waiting.append(self._ready.popleft())
+            except IndexError:
+                break
         with self._lock:
-            waiting = list(self._ready)
-            self._ready.clear()
             self._work.notify_all()
         if waiting:
             self._give_back(waiting)
@@ -618,7 +656,7 @@ class Worker:
             due = self._next_due
             pause = deadline - now if due is None else min(deadline - now, max(0.0, due - now))
             with self._lock:
-                if not self._done:
+                if not self._done and any(s is not None for s in self._slots):
                     self._sleeping = True
                     self._wake.wait(min(pause, policy.IDLE_WAIT))
                     self._sleeping = False
