@@ -76,7 +76,7 @@ class Settings:
                  "shutdown_timeout", "ttr_margin")
 
     def __init__(self, handler, tubes, concurrency, prefetch, max_retries, backoff, shutdown_timeout, ttr_margin,
-                 check_tube, is_handler=callable):
+                 check_tube, is_handler=callable) -> None:
         if isinstance(handler, dict):
             if not handler:
                 raise InvalidArgument("the handler table is empty")

@@ -16,7 +16,6 @@ import time
 
 from . import _workerpolicy as policy
 from ._commands import load_yaml
-from ._defaults import unix_path
 from .connection import Connection, Job
 from .exceptions import (BatchError, BeanstalkcException, CorruptJob, DeadlineSoon, InvalidArgument, InvalidType,
                          ProtocolError, SocketError)
@@ -55,7 +54,7 @@ def _pipeline(conn, lines):
     """Send ``lines`` (commands) on ``conn`` in pipelined windows; return their replies
     ``(status, args, body)`` in order. A broken connection raises _Lost."""
     kind = conn._core.KIND_REPLY
-    replies: list = []
+    replies = []
     try:
         link = conn._link()
     except _BROKEN as err:
@@ -73,7 +72,7 @@ def _pipeline(conn, lines):
 
 
 def _by_conn(helds):
-    groups: dict = {}
+    groups = {}
     for held in helds:
         groups.setdefault(held.job.conn, []).append(held)
     return groups
@@ -141,7 +140,7 @@ class Worker:
         self._running = False
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         from collections import deque
         self._ready: "Any" = deque()          # Held jobs prefetched, oldest first
         self._slots: "List[Any]" = [None] * self._settings.concurrency   # the Held job of each handler thread
@@ -559,7 +558,7 @@ class Worker:
             self._fail(failed)
 
     def _delete(self, jobs):
-        groups: dict = {}
+        groups = {}
         for job in jobs:
             groups.setdefault(job.conn, []).append(job)
         for conn, group in groups.items():

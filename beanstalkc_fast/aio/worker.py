@@ -76,7 +76,7 @@ class Worker:
         self._loop: "Any" = None
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         self._ready: "Any" = deque()
         self._slots: "List[Any]" = [None] * self._settings.concurrency
         self._tasks: "List[Any]" = [None] * self._settings.concurrency
