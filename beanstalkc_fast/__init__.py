@@ -16,16 +16,20 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY", "DEFAULT_TTR",
     "BeanstalkcException", "UnexpectedResponse", "CommandFailed", "DeadlineSoon", "SocketError",
-    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "CorruptJob", "Retry", "Pool", "JobRef", "__version__",
+    "ProtocolError", "InvalidArgument", "InvalidType", "BatchError", "PutAmbiguous", "CorruptJob", "Retry", "Pool", "JobRef",
+    "Worker", "__version__",
 ]
 
 
 def __getattr__(name):
-    # Pool and JobRef are imported on first use: the pool's imports (selectors, socket...) cost import time.
+    # Pool, JobRef and Worker are imported on first use: the pool's imports (selectors, socket...) cost import time.
     if name == "Pool":
         from .pool import Pool
         return Pool
     if name == "JobRef":
         from ._poolpolicy import JobRef
         return JobRef
+    if name == "Worker":
+        from .worker import Worker
+        return Worker
     raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -1,6 +1,6 @@
 """The ``beanstalkc-fast`` command line (also ``python -m beanstalkc_fast``).
 
-Subcommands: ``stats``, ``tubes``, ``put``, ``peek``, ``kick``, ``delete``, ``drain``, ``bench``.
+Subcommands: ``stats``, ``tubes``, ``put``, ``peek``, ``kick``, ``delete``, ``drain``, ``work``, ``bench``.
 ``--host``/``--port``/``--socket``, ``--json`` and ``--encoding`` are accepted both before the
 subcommand and after it (after it wins). Output: ``stats`` prints aligned ``key: value`` lines,
 ``tubes`` one name per line, ``put`` one job id per line (in input order, printed per batch),
@@ -8,7 +8,9 @@ subcommand and after it (after it wins). Output: ``stats`` prints aligned ``key:
 ``tubes`` and ``put`` an array (``put``: ``null`` for a job the server refused), ``peek`` an
 object ``{"id", "body"}`` and ``drain`` one such object per line; a body that does not decode
 with ``--encoding`` is shown with replacement characters, and JSON adds ``body_base64``.
-``put`` stops after the first batch in which the server refused a job.
+``put`` stops after the first batch in which the server refused a job. ``work MODULE:FUNCTION``
+runs a ``Worker`` (``--server`` given several times: over a ``Pool``) until SIGTERM or SIGINT,
+then exits 0 once stopped gracefully; on a terminal it shows a progress line on stderr.
 
 Exit codes: 0 success; 1 the server refused a command (e.g. ``NOT_FOUND``) or some jobs of a
 batch failed; 2 usage error (including an invalid tube name); 3 connection error (cannot
@@ -62,6 +64,13 @@ def _uint(text: str, limit: int = 2 ** 64 - 1) -> int:
 
 def _uint32(text: str) -> int:
     return _uint(text, 2 ** 32 - 1)
+
+
+def _positive(text: str) -> int:
+    value = _uint(text, 10000)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: %r" % text)
+    return value
 
 
 def _port(text: str) -> int:
@@ -144,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max", type=_uint, metavar="N", help="stop after N jobs")
     p.add_argument("--timeout", type=_seconds, default=0.0,
                    help="seconds to wait for more jobs once the tube is empty (default: 0)")
+
+    p = add("work", "handle the jobs of the tubes with MODULE:FUNCTION (a Worker) until SIGTERM/SIGINT")
+    p.add_argument("target", metavar="MODULE:FUNCTION",
+                   help="the handler, called with each job (a dict {tube: handler} routes by tube)")
+    p.add_argument("--tube", action="append", dest="tubes", metavar="TUBE",
+                   help="a tube to watch (repeatable; default: the handler dict's keys, else 'default')")
+    p.add_argument("--concurrency", type=_positive, default=1, help="handler threads (default: 1)")
+    p.add_argument("--prefetch", type=_uint, default=None,
+                   help="jobs reserved ahead of free handlers (default: the concurrency)")
+    p.add_argument("--max-retries", type=_uint, default=3,
+                   help="failures before a job is buried, after the first (default: 3)")
+    p.add_argument("--shutdown-timeout", type=_seconds, default=30.0,
+                   help="seconds running handlers get to finish on SIGTERM (default: 30)")
+    p.add_argument("--server", action="append", dest="servers", metavar="HOST:PORT",
+                   help="a server (repeatable; several make a Pool); instead of --host/--port/--socket")
 
     sub.add_parser("bench", add_help=False,
                    help="measure this client's throughput on both cores (beanstalkc_fast.bench) with the "
@@ -408,6 +432,87 @@ def cmd_bench(argv: List[str]) -> int:
     return EXIT_FAILED
 
 
+def _load_handler(target: str) -> Any:
+    module_name, colon, name = target.partition(":")
+    if not colon or not module_name or not name:
+        raise CliError("the handler is MODULE:FUNCTION, got %r" % target, EXIT_USAGE)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())     # a module of the current directory, as python -m finds it
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise CliError("cannot import %s: %s" % (module_name, err), EXIT_USAGE)
+    value: Any = module
+    for part in name.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise CliError("%s has no attribute %r" % (module_name, name), EXIT_USAGE) from None
+    return value
+
+
+class _WorkProgress:
+    """processed/failed per second on stderr, once a second, when it is a terminal."""
+
+    def __init__(self, worker: Any) -> None:
+        import threading
+        self.worker = worker
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._draw, daemon=True) if sys.stderr.isatty() else None
+
+    def __enter__(self) -> "_WorkProgress":
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def _draw(self) -> None:
+        import time
+        stats = self.worker.stats
+        last, before = time.monotonic(), dict(stats)
+        while not self.done.wait(1.0):
+            now, seen = time.monotonic(), dict(stats)
+            rate = {k: (seen[k] - before[k]) / (now - last) for k in ("processed", "failed")}
+            sys.stderr.write("\rprocessed %d (%.0f/s)  failed %d (%.0f/s)  buried %d   " % (
+                seen["processed"], rate["processed"], seen["failed"], rate["failed"], seen["buried"]))
+            sys.stderr.flush()
+            last, before = now, seen
+
+
+def cmd_work(args: argparse.Namespace) -> int:
+    import logging
+    from .worker import Worker
+    handler = _load_handler(args.target)
+    # handler failures (WARNING) and buries (ERROR) on stderr, with their tracebacks
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    source: Any
+    if args.servers and len(args.servers) > 1:
+        from .pool import Pool
+        source = Pool(args.servers, connect_timeout=CONNECT_TIMEOUT, encoding=args.encoding)
+    else:
+        if args.servers:
+            from ._defaults import address
+            addr, _ = address(args.servers[0])
+            args.socket = addr if isinstance(addr, str) else None
+            if not isinstance(addr, str):
+                args.host, args.port = addr
+        source = _connect(args, args.encoding)
+    try:
+        worker = Worker(source, handler, tubes=args.tubes, concurrency=args.concurrency, prefetch=args.prefetch,
+                        max_retries=args.max_retries, shutdown_timeout=args.shutdown_timeout)
+        with _WorkProgress(worker):
+            worker.run()
+    finally:
+        source.close()
+    return EXIT_OK
+
+
 COMMANDS = {"stats": cmd_stats, "tubes": cmd_tubes, "put": cmd_put, "peek": cmd_peek,
             "kick": cmd_kick, "delete": cmd_delete, "drain": cmd_drain}
 
@@ -456,13 +561,13 @@ def _forwarded(words: List[str]) -> List[str]:
     return kept
 
 
-def _connect(args: argparse.Namespace) -> Connection:
+def _connect(args: argparse.Namespace, encoding: Optional[str] = None) -> Connection:
     if args.socket:
         host, where = (args.socket if "/" in args.socket else "./" + args.socket), args.socket
     else:
         host, where = args.host, "%s:%d" % (args.host, args.port)
     try:
-        return Connection(host, args.port, connect_timeout=CONNECT_TIMEOUT, encoding=None)
+        return Connection(host, args.port, connect_timeout=CONNECT_TIMEOUT, encoding=encoding)
     except SocketError as err:
         raise CliError("cannot connect to %s: %s" % (where, _socket_reason(err)), EXIT_CONNECTION)
 
@@ -482,6 +587,11 @@ def _run(argv: List[str]) -> int:
         if args.socket:
             raise CliError("bench does not support --socket", EXIT_USAGE)
         return cmd_bench(_forwarded(argv[:at]) + argv[at + 1:])
+    if args.command == "work":
+        try:
+            return cmd_work(args)
+        except (InvalidArgument, InvalidType) as err:
+            raise CliError(str(err), EXIT_USAGE)
     conn = _connect(args)
     try:
         return COMMANDS[args.command](conn, args)

@@ -32,16 +32,19 @@ next coroutine waiting for one, or is released at once with its own priority.
 """
 from .connection import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, Connection, Job, connect
 
-__all__ = ["connect", "Connection", "Job", "Pool", "JobRef", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY",
+__all__ = ["connect", "Connection", "Job", "Pool", "JobRef", "Worker", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_PRIORITY",
            "DEFAULT_TTR"]
 
 
 def __getattr__(name):
-    # aio.Pool (and JobRef) on first use: the pool's policy costs import time a plain client does not need.
+    # aio.Pool (JobRef, aio.Worker) on first use: the pool's policy costs import time a plain client does not need.
     if name == "Pool":
         from .pool import Pool
         return Pool
     if name == "JobRef":
         from .._poolpolicy import JobRef
         return JobRef
+    if name == "Worker":
+        from .worker import Worker
+        return Worker
     raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -1100,7 +1100,7 @@ class Connection:
         finally:
             if cmd != "touch":
                 for item, entry in zip(items, entries):
-                    if isinstance(item, Job) and (entry is None or entry[0] == b"BURIED"):
+                    if isinstance(item, Job) and (entry is None or (entry is not _UNSENT and entry[0] == b"BURIED")):
                         item.reserved = False
         if bad:
             outcomes = self._outcomes(cmd, entries)
