@@ -10,12 +10,15 @@ the same way).
 
 What a driver supplies: ``_run(flow)``, ``_value(x)``, ``_job_class``, ``_roles``, ``_consumer_roles``, and
 its I/O: ``_conn``, ``_conns``, ``_lost``, ``_each``, ``_each_conn``, ``_put_rounds``,
-``_take``, ``_wait``, ``_give_back``, ``_send_groups``.
+``_take``, ``_wait``, ``_sleep``, ``_give_back``, ``_send_groups``.
 """
+import time
+
 from . import _commands
 from ._defaults import DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options, host_port, tls_hostname
-from ._poolpolicy import (BROKEN, Drained, JobRef, Lane, Policy, PutPlan, answered, fan_out, job_groups, job_targets,
-                          jobs_outcome, merged_stats, merged_tube_stats, reserved_batch, tube_name, tube_union)
+from ._poolpolicy import (BROKEN, MIN_PROBE_WAIT, UNREACHABLE, Drained, JobRef, Lane, Policy, PutPlan, answered,
+                          every_server, job_groups, job_targets, jobs_outcome, merged_stats, merged_tube_stats,
+                          reserved_batch, tube_name, tube_union)
 from .exceptions import CommandFailed, CorruptJob, SocketError
 
 TYPE_CHECKING = False
@@ -125,7 +128,7 @@ class PoolCommands:
         policy.put_gave_up(attempt)
 
     def put_many(self, items: "Iterable[Any]", priority: int = DEFAULT_PRIORITY, delay: int = 0,
-                 ttr: int = DEFAULT_TTR) -> "Any":
+                 ttr: int = DEFAULT_TTR, key: "Any" = None) -> "Any":
         """Put many jobs, pipelined over every server at once; return their JobRefs in order.
 
         ``items`` as ``Connection.put_many`` takes them. The items are cut into windows, each
@@ -135,15 +138,25 @@ class PoolCommands:
         with ``.results`` (a JobRef or the exception per item, ``PutAmbiguous`` for puts written
         to a server that failed before answering); SocketError (with ``.results``) when no
         server is left.
-        """
-        return self._run(self._put_many(items, priority, delay, ttr))
 
-    def _put_many(self, items, priority, delay, ttr):
+        With ``key``, the whole batch goes to the key's server, as ``put(..., key=)``: when
+        that server is down or refuses, the rest goes to the next server of the key's own
+        rendezvous order.
+        """
+        return self._run(self._put_many(items, priority, delay, ttr, key))
+
+    def _put_many(self, items, priority, delay, ttr, key=None):
         policy = self._policy
-        order = policy.batch_order()
-        conns = yield self._conns(order, "producer")
-        lanes = [Lane(s, c) for s, c in zip(order, conns) if c is not None]
         core = self._core
+        if key is None:
+            order = policy.batch_order()
+            conns = yield self._conns(order, "producer")
+            lanes = [Lane(s, c) for s, c in zip(order, conns) if c is not None]
+            spare = iter(())
+        else:   # one lane at a time, in the key's order: the next only takes what the last left
+            spare = iter(policy.put_order(key))
+            lane = yield from self._next_lane(spare)
+            lanes = [] if lane is None else [lane]
         plan = PutPlan(core, items, priority, delay, ttr, self._encoding, core.WINDOW_ITEMS, len(lanes),
                        policy.at_least_once)
         if not lanes:
@@ -151,7 +164,20 @@ class PoolCommands:
                 return []
             raise SocketError("no beanstalkd server is available")    # nothing was sent
         error = yield self._put_rounds(plan, lanes)
+        while error is None and (plan.again or not plan.exhausted):     # the key's server left items
+            lane = yield from self._next_lane(spare)
+            if lane is None:
+                break
+            error = yield self._put_rounds(plan, [lane])
         return plan.finish(error)
+
+    def _next_lane(self, servers):
+        """A Lane on the first of ``servers`` (an iterator) that connects; None when none does."""
+        for server in servers:
+            conn = yield self._conn(server, "producer")
+            if conn is not None:
+                return Lane(server, conn)
+        return None
 
     def use(self, name: str) -> "Any":
         """Use the tube ``name`` for puts on every server; return its name."""
@@ -229,9 +255,21 @@ class PoolCommands:
     def _reserve(self, timeout):
         seconds = None if timeout is None else _commands.check_timeout(self._core, timeout)
         job = yield from self._reserve_ready()
-        if job is not None or seconds == 0:
+        if job is not None or seconds == 0:     # 0: nothing ready anywhere, or no server up: None
             return job
-        return (yield self._wait(seconds))
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            job = yield self._wait(seconds)
+            if job is not UNREACHABLE:
+                return job
+            # No server to wait on: wait for the next probe of those that are down (the driver's
+            # _wait probes them too), so that one that comes back serves this reserve at once.
+            seconds = None if deadline is None else deadline - time.monotonic()
+            if seconds is not None and seconds <= 0:
+                return None
+            pause = self._policy.probe_wait(seconds)
+            yield self._sleep(MIN_PROBE_WAIT if pause is None else pause)   # None: none ejected yet
+            seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def reserve_many(self, n: int, timeout: float = 0) -> "Any":
         """Reserve up to ``n`` jobs from all servers at once: wait up to ``timeout`` seconds for
@@ -398,15 +436,19 @@ class PoolCommands:
     # -- stats and admin --
 
     def stats_by_server(self) -> "Any":
-        """``{name: stats}`` of every server that answers."""
+        """``{name: stats}`` for every server of the pool, in the order given. A server that
+        is down (or failed to answer) has the ``SocketError`` that took its place, with
+        ``.server``, instead of its stats: test with ``isinstance(value, SocketError)``
+        (``servers_status()`` has the same without I/O)."""
         return self._run(self._stats_by_server())
 
     def _stats_by_server(self):
-        return {server.name: stats for server, stats in fan_out((yield self._each("stats")))}
+        return every_server(self._policy, (yield self._each("stats")))
 
     def stats(self) -> "Any":
-        """The servers' stats merged: counts summed, the other fields (pid, version, uptime,
-        ...) listed per server. With ``parse_yaml`` other than True, stats_by_server()."""
+        """The stats of the servers that answer merged: counts summed, the other fields (pid,
+        version, uptime, ...) listed per server (SocketError when none answers). With
+        ``parse_yaml`` other than True, ``{name: stats}`` of the servers that answer."""
         return self._run(self._stats())
 
     def _stats(self):

@@ -20,6 +20,10 @@ from .exceptions import (BatchError, CommandFailed, CorruptJob, InvalidArgument,
 __all__ = ["JobRef", "parse_servers", "Server", "Policy", "PutPlan", "Lane", "merge_stats", "split"]
 
 MAX_RETRY_AFTER = 60.0
+MIN_PROBE_WAIT = 0.25   # a waiting reserve probes servers that are down at most this often (retry_after=0)
+# What a driver's _wait returns when it could wait on no server: the reserve flow then waits
+# for the next probe (a sentinel, not None: None is a reserve that timed out).
+UNREACHABLE = object()
 # Put replies that say "not here, try another server"; JOB_TOO_BIG would fail anywhere.
 REFUSALS = frozenset([b"DRAINING", b"OUT_OF_MEMORY", b"INTERNAL_ERROR"])
 # stats fields that describe a server rather than count something: listed, not summed
@@ -189,6 +193,17 @@ class Policy:
         """Seconds until the next ejected server is due for a probe (None: none is down)."""
         due = [s.retry_at for s in self.servers if s.down]
         return max(0.0, min(due) - self.clock()) if due else None
+
+    def probe_wait(self, left=None):
+        """How long a waiting reserve may sleep: until the next probe of a server that is down
+        is due (at least ``MIN_PROBE_WAIT``, so that ``retry_after=0`` does not spin), at most
+        ``left`` (the seconds to its deadline; None: no deadline). None: nothing to wake up for."""
+        wait = self.next_probe()
+        if wait is not None:
+            wait = max(wait, MIN_PROBE_WAIT)
+        if left is not None:
+            wait = left if wait is None else min(wait, left)
+        return wait
 
     # -- routing --
 
@@ -408,11 +423,34 @@ def merged_tube_stats(results):
     return merge_stats(found)
 
 
+def every_server(policy, results):
+    """``{name: result}`` of a command sent to every usable server (``results``: ``[(server,
+    result or exception)]``), for every server of the pool in list order: one that did not
+    answer (down, or lost meanwhile) has its ``SocketError`` (with ``.server``), one skipped
+    because it is ejected a ``SocketError`` saying so. Any other exception is raised."""
+    got = dict(results)
+    out = {}
+    for server in policy.servers:
+        result = got.get(server)
+        if server not in got:
+            result = SocketError("beanstalkd server %s is down (%s)" % (server.name, server.last_error or "ejected"))
+        if isinstance(result, SocketError):
+            result.server = server.name
+        elif isinstance(result, BaseException):
+            raise result
+        out[server.name] = result
+    return out
+
+
 def merged_stats(by_server):
-    """The servers' stats merged, or ``by_server`` itself when they are not dicts (parse_yaml)."""
-    if not all(isinstance(s, dict) for s in by_server.values()):
-        return by_server
-    return merge_stats(list(by_server.values()))
+    """The stats of the servers that answered (``by_server`` as ``every_server`` gives it),
+    merged; as they are when they are not dicts (parse_yaml). SocketError when none answered."""
+    up = {name: s for name, s in by_server.items() if not isinstance(s, SocketError)}
+    if not up:
+        raise next(iter(by_server.values()))
+    if not all(isinstance(s, dict) for s in up.values()):
+        return up
+    return merge_stats(list(up.values()))
 
 
 def tube_union(results):

@@ -8,13 +8,14 @@ only: it runs those flows, connects, and drives ``Connection``s, for batches spr
 several servers through their ``_link()``.
 """
 import selectors
+import threading
 import time
 
 from . import _commands
 from ._commands import RESERVE0
 from ._defaults import give_way, host_port
 from ._poolcommands import PoolCommands
-from ._poolpolicy import BROKEN, JobRef, split
+from ._poolpolicy import BROKEN, UNREACHABLE, JobRef, split
 from .connection import Connection, Job
 from .exceptions import CommandFailed, SocketError, UnexpectedResponse
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Optional, Union
 
 _GRACE = 1.0        # seconds a server may answer a timed reserve late before it counts as hung
-_MIN_PROBE_WAIT = 0.25  # a blocking reserve probes servers that are down at most this often (retry_after=0)
 
 
 def _socket_error(err):
@@ -73,7 +73,16 @@ class Pool(PoolCommands):
     - ``ssl``, ``server_hostname``: TLS for every server's connections, as in ``Connection``
       (``server_hostname`` defaults to each server's own host).
 
-    A pool is not meant to be shared by threads: use one per thread.
+    - Threads: one thread at a time. A call that talks to the servers from a thread while
+      another thread is inside a call of the same pool raises ``RuntimeError`` at once (a lock
+      would make a put wait behind another thread's reserve, maybe forever): use one pool per
+      thread. Handing a pool to another thread between calls is fine (a ``Worker`` does);
+      ``close()``, ``servers_status()``, ``servers``, ``using()`` and ``watching()`` are never
+      refused, and the Jobs it hands out may be used from any thread (each is its
+      ``Connection``'s, which threads may share).
+    - ``reserve(timeout)`` with every server down waits for one to come back (probing them on
+      the schedule above) up to ``timeout``, then returns None; ``reserve(0)`` returns None at
+      once. ``stats_by_server()`` gives a down server's ``SocketError`` in place of its stats.
     """
 
     _job_class = Job
@@ -86,6 +95,7 @@ class Pool(PoolCommands):
                  at_least_once: bool = False, keepalive: bool = True, ssl: "Any" = None,
                  server_hostname: "Optional[str]" = None) -> None:
         self._core = Connection._core
+        self._busy = threading.RLock()      # held by the thread inside a call (see _run)
         self._setup(servers, parse_yaml, encoding, connect_timeout, socket_timeout, failure_limit, retry_after,
                     at_least_once, _Conns, keepalive, ssl, server_hostname)
         for server in self._policy.servers:
@@ -106,14 +116,21 @@ class Pool(PoolCommands):
 
     # -- the flows' driver: every call of this driver returns its value at once --
 
-    @staticmethod
-    def _run(flow):
-        value = None
+    def _run(self, flow):
+        # One thread at a time: the pool's connections, waits and round-robin are not guarded,
+        # and a lock would make a put wait behind another thread's reserve (maybe forever).
+        # Handing the pool to another thread between calls is fine (a Worker does it).
+        if not self._busy.acquire(False):
+            raise RuntimeError("this Pool is in use by another thread: a Pool is not shared between threads "
+                               "(use one per thread)")
         try:
+            value = None
             while True:
                 value = flow.send(value)
         except StopIteration as stop:
             return stop.value
+        finally:
+            self._busy.release()
 
     @staticmethod
     def _value(value):
@@ -279,17 +296,20 @@ class Pool(PoolCommands):
 
     def _wait(self, seconds):
         """Wait for a job from any server (``_block``), then take it (``reserve-with-timeout 0``
-        on the consumer connection), until the deadline."""
+        on the consumer connection), until the deadline; UNREACHABLE when no server could be
+        waited on."""
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             first = self._block(deadline)
-            if first is None:
-                return None
+            if first is None or first is UNREACHABLE:
+                return first
             job = self._run(self._reserve_ready(first))
             if job is not None:
                 return job
+
+    _sleep = staticmethod(time.sleep)
 
     def _block(self, deadline):
         """Block until a server has a job for us: a reserve on every server's waiter
@@ -332,15 +352,9 @@ class Pool(PoolCommands):
                     armed[link.sock] = (server, link)
                     selector.register(link.sock, selectors.EVENT_READ, server)
                 if not armed:
-                    if command is None:
-                        return None
-                    raise SocketError("no beanstalkd server is available")
-                wait = policy.next_probe()      # wake up to take back a server that returns
-                if wait is not None:
-                    wait = max(wait, _MIN_PROBE_WAIT)
-                if deadline is not None:
-                    left = max(deadline + _GRACE - time.monotonic(), 0.0)
-                    wait = left if wait is None else min(wait, left)
+                    return None if command is None else UNREACHABLE
+                # wake up to take back a server that returns
+                wait = policy.probe_wait(None if deadline is None else max(deadline + _GRACE - time.monotonic(), 0.0))
                 events = selector.select(wait)
                 if not events and deadline is not None and time.monotonic() >= deadline + _GRACE:
                     return None     # a server that does not answer its timed reserve: called off below

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -36,6 +37,20 @@ def make_pool(impl, servers, monkeypatch):
     yield make
     for pool in pools:
         pool.close()
+
+
+def until(predicate, what, timeout=20.0):
+    """Wait until ``predicate()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.01)
+
+
+def waiting(server):
+    """How many clients wait in a reserve on ``server``."""
+    with server.connect() as c:
+        return c.stats()["current-waiting"]
 
 
 class Clock:
@@ -291,8 +306,134 @@ def test_reserve_with_a_server_down(make_pool, servers):
     assert pool.reserve(timeout=1) is None and pool.reserve_many(5, timeout=1) == []
     for s in servers[1:]:
         s.stop(kill=True)
-    with pytest.raises(SocketError):
-        pool.reserve(timeout=1)
+    assert pool.reserve(timeout=1) is None       # every server down: waited for one, in vain
+    assert pool.reserve(timeout=0) is None and pool.reserve_many(5, timeout=1) == []
+
+
+def test_reserve_waits_for_a_server_while_all_are_down(make_pool, servers):
+    pool = make_pool(retry_after=0)     # probed again at each wake-up of the wait (every 0.25 s)
+    for s in servers:
+        s.stop(kill=True)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(pool.reserve()), daemon=True)   # forever
+    waiting.start()
+    back = servers[1]
+    until(lambda: pool.servers_status()[addr(back)]["failures"] >= 4, "probes while the reserve waits")
+    assert waiting.is_alive() and not got
+    back.start()
+    with back.connect() as c:
+        c.put("back")
+    waiting.join(20)
+    assert not waiting.is_alive()
+    job = got[0]
+    assert job.body == "back" and job.server == addr(back)
+    job.delete()
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(pool.reserve_many(5, timeout=60)), daemon=True)
+    waiting.start()
+    until(lambda: waiting(back) == 1, "the reserve waiting on the server back")
+    other = servers[2]
+    other.start()
+    with other.connect() as c:
+        c.put("other")
+    waiting.join(20)
+    assert [(j.body, j.server) for j in got[0]] == [("other", addr(other))]
+    pool.delete_many(got[0])    # the pool was handed back to this thread between calls
+
+
+def test_reserve_timeout_with_every_server_down_returns_none(make_pool, servers):
+    pool = make_pool()
+    for s in servers:
+        s.stop(kill=True)
+    assert pool.reserve(timeout=0) is None          # nothing ready anywhere: at once
+    assert pool.reserve(timeout=1) is None          # waited for a server, up to the timeout
+    assert pool.reserve_many(4, timeout=1) == [] and pool.reserve_many(4) == []
+
+
+def test_stats_by_server_lists_a_down_server(make_pool, servers):
+    pool = make_pool()
+    for s in servers:
+        with s.connect() as c:
+            c.put("j")
+    down = servers[1]
+    down.stop(kill=True)
+    up = [addr(s) for s in servers if s is not down]
+    for _ in range(3):      # lost, then refused (ejected), then skipped: listed each time
+        by = pool.stats_by_server()
+        assert list(by) == [addr(s) for s in servers]
+        err = by[addr(down)]
+        assert isinstance(err, SocketError) and err.server == addr(down)
+        assert all(isinstance(by[name], dict) and by[name]["current-jobs-ready"] == 1 for name in up)
+        stats = pool.stats()        # the servers that answered, merged
+        assert stats["current-jobs-ready"] == 2 and stats["pid"] == [by[name]["pid"] for name in up]
+    assert not pool.servers_status()[addr(down)]["up"]
+    raw = make_pool(parse_yaml=False)
+    assert set(raw.stats()) == set(up) and isinstance(raw.stats_by_server()[addr(down)], SocketError)
+
+
+def test_put_many_key_pins_the_batch_and_fails_over(make_pool, servers):
+    pool = make_pool()
+    pinned = pool.put("first", key="order-9").server
+    refs = pool.put_many([b"m%d" % i for i in range(3000)], key="order-9")     # several windows
+    assert {r.server for r in refs} == {pinned}
+    assert [pool.peek(r).body for r in refs[::1000]] == ["m0", "m1000", "m2000"]
+    other = {r.server for r in pool.put_many([b"o"] * 30, key="order-10")}
+    assert len(other) == 1
+    # the key's server drains: the batch goes to the next server of the key's own order, as put's
+    by_name = {addr(s): s for s in servers}
+    os.kill(by_name[pinned].process.pid, signal.SIGUSR1)
+    # (a small batch: beanstalkd 1.12 draining stops answering anyone after a window of 1024 puts)
+    refs = pool.put_many([b"d%d" % i for i in range(50)], key="order-9")
+    second = {r.server for r in refs}
+    assert len(second) == 1 and pinned not in second
+    assert pool.put("after", key="order-9").server in second
+    # that one is killed: the third of the key's order takes the batch
+    by_name[second.pop()].stop(kill=True)
+    refs = pool.put_many([b"k%d" % i for i in range(10)], key="order-9")
+    third = {r.server for r in refs}
+    assert len(third) == 1 and third == {pool.put("after", key="order-9").server}
+    assert pinned not in third
+    assert pool.put_many([], key="order-9") == []
+    with pytest.raises(InvalidType):
+        pool.put_many([b"x"], key=1.5)
+
+
+def test_pool_refuses_a_second_thread_inside_a_call(make_pool, servers):
+    pool = make_pool()
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(pool.reserve(timeout=60)), daemon=True)
+    waiting.start()
+    until(lambda: sum(map(waiting, servers)) == 3, "the reserve waiting")
+    with pytest.raises(RuntimeError, match="another thread"):
+        pool.put("from another thread")
+    with pytest.raises(RuntimeError):
+        pool.stats()
+    assert len(pool.servers_status()) == 3 and pool.watching() == ["default"]   # no I/O: never refused
+    with servers[0].connect() as c:
+        c.put("for the reserve")
+    waiting.join(20)
+    assert got[0].body == "for the reserve"
+    pool.delete(got[0])     # the call is over: this thread may use the pool now
+    # many threads at once: each call either runs alone or is refused, and the pool stays sound
+    outcomes = [collections.Counter() for _ in range(8)]      # one per thread
+    start = threading.Barrier(8)
+
+    def hammer(counts):
+        start.wait()
+        for _ in range(200):
+            try:
+                pool.put("t")
+                counts["put"] += 1
+            except RuntimeError:
+                counts["refused"] += 1
+    threads = [threading.Thread(target=hammer, args=(counts,)) for counts in outcomes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = sum(outcomes, collections.Counter())
+    assert total["put"] + total["refused"] == 1600 and total["put"] > 0
+    assert pool.stats()["current-jobs-ready"] == total["put"]
 
 
 def test_watch_use_apply_to_every_server(make_pool, servers, tube):
@@ -386,8 +527,12 @@ def test_empty_pool_all_down(impl, monkeypatch):
             pool.put("x")
         with pytest.raises(SocketError):
             pool.put_many([b"x"])
-        with pytest.raises(SocketError):
-            pool.reserve(timeout=1)
+        assert pool.reserve(timeout=0.5) is None    # waits for a server, up to the timeout
+        assert pool.reserve(timeout=0) is None and pool.reserve_many(3, timeout=0) == []
+        with pytest.raises(SocketError) as info:
+            pool.stats()
+        assert info.value.server == "127.0.0.1:1"
+        assert list(pool.stats_by_server()) == ["127.0.0.1:1"]
         with pytest.raises(InvalidType):        # arguments are checked before any server is tried
             pool.put(3)
         assert pool.put_many([]) == []

@@ -10,7 +10,7 @@ import math
 
 from .._defaults import check_on_orphan, give_way, host_port
 from .._poolcommands import PoolCommands
-from .._poolpolicy import BROKEN, Drained, JobRef, split
+from .._poolpolicy import BROKEN, UNREACHABLE, Drained, JobRef, split
 from ..exceptions import BatchError, CorruptJob, DeadlineSoon, SocketError
 from .connection import Connection, Job, _Window, default_orphan
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Optional, Union
 
 _DEPTH = 2              # put_many windows in flight per server: one at work while the other is answered
-_MIN_PROBE_WAIT = 0.25  # a waiting reserve probes servers that are down at most this often (retry_after=0)
 
 
 class _Conns:
@@ -222,6 +221,8 @@ class Pool(PoolCommands):
             elif isinstance(result, BaseException):
                 raise result
 
+    _sleep = staticmethod(asyncio.sleep)
+
     @staticmethod
     def _give_back(job):
         """A Job reserved for a caller that is gone: the next coroutine waiting on its connection
@@ -334,7 +335,7 @@ class Pool(PoolCommands):
         tasks the event loop waits on together. The first job (servers in turn when several
         come together) is the caller's; the reserves still waiting are cancelled, and the
         consumer connection gives back at once, with its own priority, any job that comes for
-        them (or for a caller cancelled here)."""
+        them (or for a caller cancelled here). UNREACHABLE when no server could be waited on."""
         policy = self._policy
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
@@ -353,13 +354,9 @@ class Pool(PoolCommands):
                         wait = None if left is None else max(1, math.ceil(left))
                         tasks[loop.create_task(conn.reserve(wait))] = (server, conn)
                 if not tasks:
-                    raise SocketError("no beanstalkd server is available")
-                wait = policy.next_probe()      # wake up to take back a server that returns
-                if wait is not None:
-                    wait = max(wait, _MIN_PROBE_WAIT)
-                if deadline is not None:
-                    left = max(deadline - loop.time(), 0.0)
-                    wait = left if wait is None else min(wait, left)
+                    return UNREACHABLE
+                # wake up to take back a server that returns
+                wait = policy.probe_wait(None if deadline is None else max(deadline - loop.time(), 0.0))
                 done, _ = await asyncio.wait(tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 by_server = {tasks[task][0]: task for task in done}
                 job = error = None
