@@ -47,7 +47,7 @@ def until(predicate, what, timeout=20.0):
         time.sleep(0.01)
 
 
-def waiting(server):
+def waiters(server):
     """How many clients wait in a reserve on ``server``."""
     with server.connect() as c:
         return c.stats()["current-waiting"]
@@ -331,7 +331,7 @@ def test_reserve_waits_for_a_server_while_all_are_down(make_pool, servers):
     got = []
     waiting = threading.Thread(target=lambda: got.append(pool.reserve_many(5, timeout=60)), daemon=True)
     waiting.start()
-    until(lambda: waiting(back) == 1, "the reserve waiting on the server back")
+    until(lambda: waiters(back) == 1, "the reserve waiting on the server back")
     other = servers[2]
     other.start()
     with other.connect() as c:
@@ -403,7 +403,7 @@ def test_pool_refuses_a_second_thread_inside_a_call(make_pool, servers):
     got = []
     waiting = threading.Thread(target=lambda: got.append(pool.reserve(timeout=60)), daemon=True)
     waiting.start()
-    until(lambda: sum(map(waiting, servers)) == 3, "the reserve waiting")
+    until(lambda: sum(map(waiters, servers)) == 3, "the reserve waiting")
     with pytest.raises(RuntimeError, match="another thread"):
         pool.put("from another thread")
     with pytest.raises(RuntimeError):
