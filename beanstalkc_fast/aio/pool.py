@@ -50,7 +50,9 @@ class Pool(PoolCommands):
       go round-robin from call to call.
     - ``put_many`` writes windows to every server before awaiting any reply.
     - ``reserve`` asks the servers in turn for a ready job, then waits on all of them at once
-      on the event loop (no polling). A job reserved for a caller that is gone (cancelled, timed
+      on the event loop (no polling); with every server down it waits for one to come back
+      (probing them) up to its timeout, then returns None. ``stats_by_server()`` gives a down
+      server's ``SocketError`` in place of its stats. A job reserved for a caller that is gone (cancelled, timed
       out, or served by another server first) is handed to the next coroutine waiting on that
       server or released at once with its own priority.
     - ``on_orphan(cmd, result)`` is called for a put whose caller was cancelled after it was
