@@ -26,6 +26,9 @@ DEFAULT_PRIORITY = 2 ** 31
 #: server releases it.
 DEFAULT_TTR = 120
 
+#: The reserve answered at once: what is ready now, or TIMED_OUT.
+RESERVE0 = b"reserve-with-timeout 0\r\n"
+
 # After writing a batch window, yield the CPU, so that a server on the same CPU answers the whole
 # window before this client wakes up (else: a wake-up every few replies).
 give_way = getattr(os, "sched_yield", lambda: None)
