@@ -204,16 +204,16 @@ def _tls_input(sock):
         sock.settimeout(timeout)
 
 
-_log = None
+_logs: dict = {}
 
 
-def log():
-    """The ``beanstalkc_fast`` logger."""
-    global _log
-    if _log is None:
+def log(name="beanstalkc_fast"):
+    """The ``beanstalkc_fast`` logger (or its child ``name``)."""
+    logger = _logs.get(name)
+    if logger is None:
         import logging      # lazily: it costs more import time than this whole package
-        _log = logging.getLogger("beanstalkc_fast")
-    return _log
+        logger = _logs[name] = logging.getLogger(name)
+    return logger
 
 
 def attach_results(err, results):
