@@ -10,7 +10,6 @@ unexpected one ``UnexpectedResponse``; a reply whose body was corrupt (``CORRUPT
 from ._defaults import DEFAULT_PRIORITY, log
 from .exceptions import CommandFailed, CorruptJob, DeadlineSoon, InvalidArgument, UnexpectedResponse
 
-RESERVE0 = b"reserve-with-timeout 0\r\n"    # answered at once: what is ready now, or TIMED_OUT
 # The status both cores give a reply whose body was not followed by CRLF, with the reply's
 # whole line as its args: ``(CORRUPT, (status, *args), body)`` (the cores' CORRUPT; a test
 # checks they agree). The stream is in step: only that reply is lost.

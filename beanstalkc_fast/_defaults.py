@@ -26,6 +26,9 @@ DEFAULT_PRIORITY = 2 ** 31
 #: server releases it.
 DEFAULT_TTR = 120
 
+#: The reserve answered at once: what is ready now, or TIMED_OUT.
+RESERVE0 = b"reserve-with-timeout 0\r\n"
+
 # After writing a batch window, yield the CPU, so that a server on the same CPU answers the whole
 # window before this client wakes up (else: a wake-up every few replies).
 give_way = getattr(os, "sched_yield", lambda: None)
@@ -201,16 +204,16 @@ def _tls_input(sock):
         sock.settimeout(timeout)
 
 
-_log = None
+_logs: dict = {}
 
 
-def log():
-    """The ``beanstalkc_fast`` logger."""
-    global _log
-    if _log is None:
+def log(name="beanstalkc_fast"):
+    """The ``beanstalkc_fast`` logger (or its child ``name``)."""
+    logger = _logs.get(name)
+    if logger is None:
         import logging      # lazily: it costs more import time than this whole package
-        _log = logging.getLogger("beanstalkc_fast")
-    return _log
+        logger = _logs[name] = logging.getLogger(name)
+    return logger
 
 
 def attach_results(err, results):

@@ -14,12 +14,12 @@ It deals only in bytes and ints. Its sections, in the order of the compiled core
 Reply *meaning* (which status is an error) lives in the Python layer (``_commands.py``).
 Everything here must behave exactly as ``src/_cprotocol.pyx`` does.
 """
-import os
 import re
 import sys
 from itertools import chain, repeat
 from operator import attrgetter
 
+from ._defaults import RESERVE0 as _RESERVE0, give_way as _give_way
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
 CORE_API = 8
@@ -54,7 +54,6 @@ _INSERTED_ID = re.compile(rb"INSERTED ([0-9]{1,20})\r\n")
 _OK_RUNS: dict = {}   # status -> regex of a run of it
 _TUBE_RE = re.compile(rb"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}\Z")
 _CRLF = b"\r\n"
-_RESERVE0 = b"reserve-with-timeout 0\r\n"
 
 
 # -- argument checks ----------------------------------------------------------
@@ -642,9 +641,8 @@ def parse_yaml(body):
 
 # -- blocking driver: the only code here that touches a socket ---------------------------
 
-# As the compiled core, yield the CPU after sending a batch window, so that a server on the same
-# CPU answers the whole window before this client wakes up (else: a wake-up every few replies).
-_give_way = getattr(os, "sched_yield", lambda: None)
+# After sending a batch window the driver yields the CPU (_give_way, as the compiled core does),
+# so that a server on the same CPU answers the whole window before this client wakes up.
 _IOV_MAX = 512      # buffers per sendmsg() call (POSIX guarantees at least 16, Linux 1024)
 
 

@@ -6,8 +6,8 @@ times it may fail, how long a failed job waits, and what the counters count.
 """
 import random
 
-from ._defaults import address
-from .exceptions import InvalidArgument, InvalidType
+from ._defaults import address, log as _log
+from .exceptions import CorruptJob, DeadlineSoon, InvalidArgument, InvalidType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -228,3 +228,58 @@ def reconnect_delays():
 def stats_of(value):
     """A ``stats-job`` answer as a dict, whatever ``parse_yaml`` made of it."""
     return value if isinstance(value, dict) else {}
+
+
+def log():
+    """The ``beanstalkc_fast.worker`` logger."""
+    return _log("beanstalkc_fast.worker")
+
+
+def source_of(source, connection_class, pool_class, names):
+    """``(conn, pool, address)``: which of the three a worker's ``source`` is."""
+    if isinstance(source, connection_class):
+        return source, None, None
+    if pool_class is not None and isinstance(source, pool_class):
+        return None, source, None
+    if isinstance(source, (str, tuple, list)):
+        return None, None, check_source_address(source)
+    raise InvalidType("source must be %s or an address, not %r" % (names, source))
+
+
+def tube_changes(before, tubes):
+    """The ``(method, tube)`` calls that take a source from watching ``before`` to ``tubes``
+    (watch first: the last watched tube cannot be ignored); the reverse restores it."""
+    return [("watch", name) for name in tubes] + [("ignore", name) for name in before if name not in tubes]
+
+
+def reserve_outcome(results, job_class):
+    """A reserve_many's BatchError results: ``(jobs, corrupt jobs)``; any other reply is logged."""
+    for r in results:
+        if not isinstance(r, (job_class, CorruptJob, DeadlineSoon)):
+            log().error("unexpected reply to a reserve: %r", r)
+    return [r for r in results if isinstance(r, job_class)], [r for r in results if isinstance(r, CorruptJob)]
+
+
+def corrupt_target(err, pooled):
+    """What to bury for a CorruptJob: its JobRef (a pool's) or its id; None (logged) when the
+    job cannot be named: it goes back to the server at its TTR."""
+    jid = getattr(err, "jid", None)
+    if jid is None:
+        log().error("a corrupt job without an id: %r", err)
+        return None
+    if not pooled:
+        return jid
+    server = getattr(err, "server", None)
+    if server is None:
+        log().error("corrupt job %s: its server is unknown; it goes back at its TTR", jid)
+        return None
+    from ._poolpolicy import JobRef
+    return JobRef(server, jid)
+
+
+def buried_corrupt(err, exc=None):
+    """Log the end of a corrupt job: buried, or ``exc`` when it could not be."""
+    if exc is None:
+        log().error("buried job %s: its body is corrupt (%s)", err.jid, err)
+    else:
+        log().error("corrupt job %s could not be buried: %r", err.jid, exc)

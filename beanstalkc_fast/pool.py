@@ -12,8 +12,7 @@ import threading
 import time
 
 from . import _commands
-from ._commands import RESERVE0
-from ._defaults import give_way, host_port
+from ._defaults import RESERVE0, give_way, host_port
 from ._poolcommands import PoolCommands
 from ._poolpolicy import BROKEN, UNREACHABLE, JobRef, split
 from .connection import Connection, Job

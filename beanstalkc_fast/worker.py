@@ -29,16 +29,7 @@ if TYPE_CHECKING:
 _WINDOW = 256           # commands per pipelined window of the worker's own batches (stats, release, bury, touch)
 _BROKEN = (SocketError, ProtocolError)
 
-_log = None
-
-
-def log():
-    """The ``beanstalkc_fast.worker`` logger."""
-    global _log
-    if _log is None:
-        import logging
-        _log = logging.getLogger("beanstalkc_fast.worker")
-    return _log
+log = policy.log
 
 
 class _Lost(Exception):
@@ -53,7 +44,7 @@ class _Lost(Exception):
 def _pipeline(conn, lines):
     """Send ``lines`` (commands) on ``conn`` in pipelined windows; return their replies
     ``(status, args, body)`` in order. A broken connection raises _Lost."""
-    kind = conn._core.KIND_REPLY
+    core = conn._core
     replies = []
     try:
         link = conn._link()
@@ -63,7 +54,7 @@ def _pipeline(conn, lines):
         for i in range(0, len(lines), _WINDOW):
             window = lines[i:i + _WINDOW]
             link.send([b"".join(window)])
-            link.read(len(window), replies, kind)
+            link.read(core.Batch(core.KIND_REPLY, len(window), replies))
     except _BROKEN as err:
         raise _Lost(conn, err)
     finally:
@@ -117,20 +108,11 @@ class Worker:
         core = Connection._core
         self._settings = policy.Settings(handler, tubes, concurrency, prefetch, max_retries, backoff,
                                          shutdown_timeout, ttr_margin, core.check_tube)
-        self._pool = None
-        self._conn = None
-        self._address = None
-        if isinstance(source, Connection):
-            self._conn = source
-        elif type(source).__name__ == "Pool" and hasattr(source, "reserve_many") and hasattr(source, "servers"):
-            from .pool import Pool
-            if not isinstance(source, Pool):
-                raise InvalidType("source must be a Connection, a Pool or an address, not %r" % (source,))
-            self._pool = source
-        elif isinstance(source, (str, tuple, list)):
-            self._address = policy.check_source_address(source)
-        else:
-            raise InvalidType("source must be a Connection, a Pool or an address, not %r" % (source,))
+        pool_class: "Any" = None
+        if type(source).__name__ == "Pool":     # the pool module is imported only when one is used
+            from .pool import Pool as pool_class
+        self._conn, self._pool, self._address = policy.source_of(source, Connection, pool_class,
+                                                                 "a Connection, a Pool")
         #: The counters, live (reserved, processed, failed, released, buried, touched).
         self.stats: "Dict[str, int]" = policy.counters()
         self._lock = threading.Lock()
@@ -306,11 +288,8 @@ class Worker:
         self._restore = None
         try:
             before = source.watching() if self._pool is not None else list(conn._watching)
-            for name in tubes:
-                source.watch(name)
-            for name in before:
-                if name not in tubes:
-                    source.ignore(name)
+            for method, name in policy.tube_changes(before, tubes):
+                getattr(source, method)(name)
             if self._address is None:
                 self._restore = before
         except _BROKEN as err:
@@ -328,11 +307,8 @@ class Worker:
             return
         source = self._pool if self._pool is not None else self._conn
         try:
-            for name in before:
-                source.watch(name)
-            for name in self._settings.tubes:
-                if name not in before:
-                    source.ignore(name)
+            for method, name in policy.tube_changes(self._settings.tubes, before):
+                getattr(source, method)(name)
         except BeanstalkcException:
             pass
 
@@ -415,11 +391,8 @@ class Worker:
             self._bury_corrupt([err])
             return 0
         except BatchError as err:   # jobs, and corrupt ones (buried) or replies nobody expected
-            jobs = [r for r in err.results if isinstance(r, Job)]
-            self._bury_corrupt([r for r in err.results if isinstance(r, CorruptJob)])
-            for r in err.results:
-                if not isinstance(r, (Job, CorruptJob, DeadlineSoon)):
-                    log().error("unexpected reply to a reserve: %r", r)
+            jobs, corrupt = policy.reserve_outcome(err.results, Job)
+            self._bury_corrupt(corrupt)
         if not jobs:
             return 0
         self.stats["reserved"] += len(jobs)
@@ -442,25 +415,17 @@ class Worker:
         return len(jobs)
 
     def _bury_corrupt(self, errors):
+        source = self._pool if self._pool is not None else self._conn
         for err in errors:
-            jid = getattr(err, "jid", None)
-            if jid is None:
-                log().error("a corrupt job without an id: %r", err)
-                continue
-            try:
-                if self._pool is not None:
-                    server = getattr(err, "server", None)
-                    if server is None:
-                        log().error("corrupt job %s: its server is unknown; it goes back at its TTR", jid)
-                        continue
-                    from ._poolpolicy import JobRef
-                    self._pool.bury(JobRef(server, jid))
-                else:
-                    self._conn.bury(jid)
+            target = policy.corrupt_target(err, self._pool is not None)
+            if target is not None:
+                try:
+                    source.bury(target)
+                except BeanstalkcException as exc:
+                    policy.buried_corrupt(err, exc)
+                    continue
                 self.stats["buried"] += 1
-                log().error("buried job %s: its body is corrupt (%s)", jid, err)
-            except BeanstalkcException as exc:
-                log().error("corrupt job %s could not be buried: %r", jid, exc)
+                policy.buried_corrupt(err)
 
     # -- the worker's batches, grouped by the connection each job goes back to --
 

@@ -6,10 +6,10 @@ import asyncio
 from collections import deque
 
 from .. import _backend, _commands, _retry
-from .._commands import COMMANDS as _COMMANDS, RESERVE0 as _RESERVE0, outcome as _outcome, result as _result
-from .._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, attach_results, check_keepalive,
-                         check_on_orphan, check_options, give_way as _give_way, has_input, log, set_keepalive,
-                         tcp_host, tls_hostname, unix_path, where)
+from .._commands import COMMANDS as _COMMANDS, outcome as _outcome, result as _result
+from .._defaults import (RESERVE0 as _RESERVE0, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR,
+                         attach_results, check_keepalive, check_on_orphan, check_options, give_way as _give_way,
+                         has_input, log, set_keepalive, tcp_host, tls_hostname, unix_path, where)
 from .._job import JobData
 from ..exceptions import BatchError, CorruptJob, DeadlineSoon, InvalidType, ProtocolError, SocketError
 

@@ -23,16 +23,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, List, Optional
 
 _BROKEN = (SocketError, ProtocolError)
-_log = None
-
-
-def log():
-    """The ``beanstalkc_fast.worker`` logger."""
-    global _log
-    if _log is None:
-        import logging
-        _log = logging.getLogger("beanstalkc_fast.worker")
-    return _log
+log = policy.log
 
 
 def _is_handler(fn):
@@ -57,18 +48,11 @@ class Worker:
                  ttr_margin: float = 1.0) -> None:
         self._settings = policy.Settings(handler, tubes, concurrency, prefetch, max_retries, backoff,
                                          shutdown_timeout, ttr_margin, Connection._core.check_tube, _is_handler)
-        self._pool = self._conn = self._address = None
-        if isinstance(source, Connection):
-            self._conn = source
-        elif type(source).__name__ == "Pool" and hasattr(source, "reserve_many"):
-            from .pool import Pool
-            if not isinstance(source, Pool):
-                raise InvalidType("source must be an aio.Connection, an aio.Pool or an address, not %r" % (source,))
-            self._pool = source
-        elif isinstance(source, (str, tuple, list)):
-            self._address = policy.check_source_address(source)
-        else:
-            raise InvalidType("source must be an aio.Connection, an aio.Pool or an address, not %r" % (source,))
+        pool_class: "Any" = None
+        if type(source).__name__ == "Pool":     # the pool module is imported only when one is used
+            from .pool import Pool as pool_class
+        self._conn, self._pool, self._address = policy.source_of(source, Connection, pool_class,
+                                                                 "an aio.Connection, an aio.Pool")
         #: The counters, live (reserved, processed, failed, released, buried, touched).
         self.stats: "Dict[str, int]" = policy.counters()
         self._stopping = False
@@ -223,11 +207,8 @@ class Worker:
         source = self._pool if self._pool is not None else conn
         try:
             before = await source.watching() if self._pool is not None else list(conn._watching)
-            for name in tubes:
-                await source.watch(name)
-            for name in before:
-                if name not in tubes:
-                    await source.ignore(name)
+            for method, name in policy.tube_changes(before, tubes):
+                await getattr(source, method)(name)
             if self._address is None:
                 self._restore = before
         except _BROKEN as err:
@@ -245,24 +226,15 @@ class Worker:
             return
         source = self._pool if self._pool is not None else self._conn
         try:
-            for name in before:
-                await source.watch(name)
-            for name in self._settings.tubes:
-                if name not in before:
-                    await source.ignore(name)
+            for method, name in policy.tube_changes(self._settings.tubes, before):
+                await getattr(source, method)(name)
         except BeanstalkcException:
             pass
 
     async def _pause(self, seconds):
         """Wait ``seconds`` unless stopped meanwhile; return whether stopped."""
         if not self._stopping:
-            self._wakeup = self._loop.create_future()
-            try:
-                await asyncio.wait_for(self._wakeup, seconds)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                self._wakeup = None
+            await self._pause_running(seconds)
         return self._stopping
 
     def _held_count(self):
@@ -322,11 +294,8 @@ class Worker:
             await self._bury_corrupt([err])
             return 0
         except BatchError as err:
-            jobs = [r for r in err.results if isinstance(r, Job)]
-            await self._bury_corrupt([r for r in err.results if isinstance(r, CorruptJob)])
-            for r in err.results:
-                if not isinstance(r, (Job, CorruptJob, DeadlineSoon)):
-                    log().error("unexpected reply to a reserve: %r", r)
+            jobs, corrupt = policy.reserve_outcome(err.results, Job)
+            await self._bury_corrupt(corrupt)
         if not jobs:
             return 0
         self.stats["reserved"] += len(jobs)
@@ -349,25 +318,17 @@ class Worker:
         return len(jobs)
 
     async def _bury_corrupt(self, errors):
+        source = self._pool if self._pool is not None else self._conn
         for err in errors:
-            jid = getattr(err, "jid", None)
-            if jid is None:
-                log().error("a corrupt job without an id: %r", err)
-                continue
-            try:
-                if self._pool is not None:
-                    server = getattr(err, "server", None)
-                    if server is None:
-                        log().error("corrupt job %s: its server is unknown; it goes back at its TTR", jid)
-                        continue
-                    from .._poolpolicy import JobRef
-                    await self._pool.bury(JobRef(server, jid))
-                else:
-                    await self._conn.bury(jid)
+            target = policy.corrupt_target(err, self._pool is not None)
+            if target is not None:
+                try:
+                    await source.bury(target)
+                except BeanstalkcException as exc:
+                    policy.buried_corrupt(err, exc)
+                    continue
                 self.stats["buried"] += 1
-                log().error("buried job %s: its body is corrupt (%s)", jid, err)
-            except BeanstalkcException as exc:
-                log().error("corrupt job %s could not be buried: %r", jid, exc)
+                policy.buried_corrupt(err)
 
     # -- batches --
 
