@@ -216,6 +216,12 @@ def log(name="beanstalkc_fast"):
     return logger
 
 
+def tube_changes(before, tubes):
+    """The ``(method, tube)`` calls that take a source from watching ``before`` to ``tubes``
+    (watch first: the last watched tube cannot be ignored); the reverse restores it."""
+    return [("watch", name) for name in tubes] + [("ignore", name) for name in before if name not in tubes]
+
+
 def attach_results(err, results):
     """Set ``err.results`` where the exception takes attributes."""
     try:

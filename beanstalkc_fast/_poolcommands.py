@@ -83,9 +83,14 @@ class PoolCommands:
             raise SocketError("beanstalkd server %s is not available" % server.name)
         try:
             return (yield getattr(conn, method)(*args))
-        except SocketError as err:
+        except BROKEN as err:
             self._lost(server, role, conn, err)
-            raise
+            if isinstance(err, SocketError):
+                raise
+            # the stream broke (a malformed reply, or a put_many's DRAINING ended it): to the
+            # caller, as to the fan-out merges, that is a lost connection
+            lost = SocketError("connection to beanstalkd server %s lost: %r" % (server.name, err))
+            raise lost from err
         except CorruptJob as err:   # a peek or reserve_job: name the job's server
             err.server = server.name
             raise

@@ -390,7 +390,7 @@ def _server_of_job(job):
     return getattr(job, "server", None)
 
 
-def answered(results, skip=(SocketError,)):
+def answered(results, skip=(SocketError, ProtocolError)):
     """The results of a command sent to every server (a result or an exception each) without
     those of the ``skip`` kinds; any other exception is raised."""
     out = []

@@ -238,18 +238,16 @@ def log():
 def source_of(source, connection_class, pool_class, names):
     """``(conn, pool, address)``: which of the three a worker's ``source`` is."""
     if isinstance(source, connection_class):
+        if getattr(source, "_retry", None) is not None:
+            # The worker reconnects by itself and forgets the jobs of a lost connection; one
+            # that reconnected behind its back would leave it holding jobs that are ready again.
+            raise InvalidArgument("a Worker reconnects by itself: give it a connection without retry=")
         return source, None, None
     if pool_class is not None and isinstance(source, pool_class):
         return None, source, None
     if isinstance(source, (str, tuple, list)):
         return None, None, check_source_address(source)
     raise InvalidType("source must be %s or an address, not %r" % (names, source))
-
-
-def tube_changes(before, tubes):
-    """The ``(method, tube)`` calls that take a source from watching ``before`` to ``tubes``
-    (watch first: the last watched tube cannot be ignored); the reverse restores it."""
-    return [("watch", name) for name in tubes] + [("ignore", name) for name in before if name not in tubes]
 
 
 def reserve_outcome(results, job_class):

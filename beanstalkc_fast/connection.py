@@ -247,8 +247,19 @@ class Connection:
             proto = self._open()
             self._restore(proto, self._using, self._watching)
             self._publish(proto)
+            if self._closed_by_user:    # close() came while it reconnected: close() wins
+                self.close()
+                raise SocketError("connection is closed; call reconnect()")
         finally:
             self._rlock.release()
+
+    def _pause(self, wait, err):
+        """Sleep before a retry attempt; a close() meanwhile ends the retries (raises ``err``)."""
+        if wait:
+            import time     # looked up now: gevent patches time.sleep
+            time.sleep(wait)
+        if self._closed_by_user:
+            raise err
 
     def _retried(self, data, read, args, err, written):
         """``data`` met a broken connection (``err``; ``written``: its bytes may have reached
@@ -265,11 +276,13 @@ class Connection:
         self._retrying.add(me)
         try:
             for wait in self._retry.delays():
-                if wait:
-                    import time     # looked up now: gevent patches time.sleep
-                    time.sleep(wait)
+                self._pause(wait, err)
                 try:
                     self._revive()
+                except SocketError as again:    # not reconnected: nothing was sent
+                    err = again
+                    continue
+                try:
                     return self._pipe(data, read, *args)
                 except SocketError as again:
                     err = again
@@ -526,19 +539,23 @@ class Connection:
         except SocketError as err:
             if self._retry is None or self._closed_by_user:
                 raise
-            written = getattr(err, "written", True)
-            if written and method != "reserve":
+            again_ok = method in ("reserve", "reserve_many")    # a reserve changes nothing twice
+            if getattr(err, "written", True) and not again_ok:
                 raise
             for wait in self._retry.delays():
-                if wait:
-                    import time     # looked up now: gevent patches time.sleep
-                    time.sleep(wait)
+                self._pause(wait, err)
                 try:
                     self._revive()
+                except SocketError as again:    # not reconnected: nothing was sent
+                    err = again
+                    continue
+                if method == "reserve_many":
+                    del args[2][:]      # the jobs of the dead connection are the server's again
+                try:
                     return self._do_once(method, args)
                 except SocketError as again:
                     err = again
-                    if getattr(again, "written", True) and method != "reserve":
+                    if getattr(again, "written", True) and not again_ok:
                         raise
             raise _retry.gave_up(err, self._retry.attempts)
 

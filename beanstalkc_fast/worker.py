@@ -15,6 +15,7 @@ import threading
 import time
 
 from . import _workerpolicy as policy
+from ._defaults import tube_changes
 from ._commands import load_yaml
 from .connection import Connection, Job
 from .exceptions import (BatchError, BeanstalkcException, CorruptJob, DeadlineSoon, InvalidArgument, InvalidType,
@@ -187,22 +188,20 @@ class Worker:
     # -- handler threads: they only run handlers --
 
     def _handle(self, i):
-        # The jobs move between threads through deques (popleft and append are atomic): a job is
-        # taken once, by a handler or by the reserver giving it back. The lock is taken only to
-        # sleep and to wake the reserver, not per job.
+        # The jobs move between threads through deques: a job is taken once, by a handler or by
+        # the reserver giving it back. A handler takes its job and marks its slot in one step
+        # under the lock, so that a job is always either ready or running (stop() and the TTR
+        # care never miss one in between); results go back without it.
         settings, lock, ready, slots, done = self._settings, self._lock, self._ready, self._slots, self._done
         low, flush = settings.low_water, max(1, settings.capacity // 2)
         handler = settings.handler
         log_ = log()
         while True:
-            held = None
-            if not self._stopping:
-                try:
-                    held = ready.popleft()
-                except IndexError:
-                    pass
-            if held is None:
-                lock.acquire()
+            lock.acquire()
+            if ready and not self._stopping:
+                held = slots[i] = ready.popleft()
+                lock.release()
+            else:
                 if self._sleeping:      # going idle: let the reserver settle and refill now
                     self._wake.notify()
                 while not ready or self._stopping:
@@ -212,7 +211,6 @@ class Worker:
                     self._work.wait()
                 lock.release()
                 continue
-            slots[i] = held
             if self._sleeping and len(ready) <= low:
                 self._notify()
             job = held.job
@@ -288,7 +286,7 @@ class Worker:
         self._restore = None
         try:
             before = source.watching() if self._pool is not None else list(conn._watching)
-            for method, name in policy.tube_changes(before, tubes):
+            for method, name in tube_changes(before, tubes):
                 getattr(source, method)(name)
             if self._address is None:
                 self._restore = before
@@ -307,7 +305,7 @@ class Worker:
             return
         source = self._pool if self._pool is not None else self._conn
         try:
-            for method, name in policy.tube_changes(self._settings.tubes, before):
+            for method, name in tube_changes(self._settings.tubes, before):
                 getattr(source, method)(name)
         except BeanstalkcException:
             pass

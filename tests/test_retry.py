@@ -360,3 +360,56 @@ def test_aio_mixed_commands_over_three_restarts(arun, server, tube):
     assert max(seen.values(), default=0) <= 1
     assert [b for b in acked if b not in deleted and b not in maybe and not seen[b]] == []
     assert not (set(seen) - acked - ambiguous)
+
+
+# -- reconnects that fail first, and close() during a retry --------------------------------
+
+def _restart_later(server, delay=0.5):
+    t = threading.Timer(delay, server.start)
+    t.start()
+    return t
+
+
+def test_a_batch_retries_through_refused_reconnects(server, connect, tube):
+    c = connect(server.host, server.port, retry=Retry(**FAST))
+    c.use(tube)
+    c.watch(tube)
+    c.put("j")
+    server.stop(kill=True)
+    t = _restart_later(server)
+    jobs = c.reserve_many(3, timeout=0)     # reconnects are refused until the restart: it waits
+    t.join()
+    assert [j.body for j in jobs] == ["j"]  # from the binlog
+
+
+def test_aio_a_put_never_sent_retries_through_refused_reconnects(arun, server, tube):
+    async def main():
+        async with aio.connect(server.host, server.port, retry=Retry(**FAST)) as c:
+            await c.use(tube)
+            server.stop(kill=True)
+            loop = asyncio.get_running_loop()
+            while c.connected:      # the loop sees the connection go
+                await asyncio.sleep(0.01)
+            t = _restart_later(server)
+            jid = await c.put("after")      # nothing was written: never PutAmbiguous
+            await loop.run_in_executor(None, t.join)
+            assert (await c.peek(jid)).body == "after"
+    arun(main())
+
+
+def test_close_during_a_retry_ends_it_and_is_not_undone(server, connect, monkeypatch):
+    c = connect(server.host, server.port, retry=Retry(attempts=50, backoff=lambda n: 0.05))
+    opens = []
+    real_open = beanstalkc_fast.Connection._open
+
+    def open_then_close(self):
+        opens.append(1)
+        proto = real_open(self)
+        if len(opens) == 1:
+            self.close()        # a close() from another thread while the retry reconnects
+        return proto
+    monkeypatch.setattr(beanstalkc_fast.Connection, "_open", open_then_close)
+    server.restart(kill=True)
+    with pytest.raises(SocketError):
+        c.stats()
+    assert not c.connected and len(opens) == 1     # close() won: not revived, no more attempts

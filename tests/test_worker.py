@@ -555,3 +555,17 @@ def test_aio_pool_of_three_one_killed(arun, servers):
 
     arun(main())
     assert bodies[0] | bodies[1] <= seen
+
+
+def test_a_connection_with_retry_is_refused(beanstalkd):
+    # The worker reconnects by itself and forgets a lost connection's jobs: a connection that
+    # reconnected behind its back would leave it holding jobs the server has made ready again.
+    with beanstalkd.connect(retry=beanstalkc_fast.Retry()) as c:
+        with pytest.raises(InvalidArgument):
+            Worker(c, print)
+
+    async def main():
+        async with aio.connect(beanstalkd.host, beanstalkd.port, retry=beanstalkc_fast.Retry()) as a:
+            with pytest.raises(InvalidArgument):
+                aio.Worker(a, print)
+    asyncio.new_event_loop().run_until_complete(main())

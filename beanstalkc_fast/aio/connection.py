@@ -402,7 +402,9 @@ class Connection:
     async def reconnect(self) -> None:
         """Close, connect again and restore the used tube and the watched tubes. A failure
         leaves the connection closed and keeps the tubes for the next reconnect()."""
-        self._closed_by_user = True
+        self._closed_by_user = True     # as close(): a retry's reconnect gives way to this one
+        while self._reviving is not None:
+            await asyncio.shield(self._reviving)
         await self._reopen()
         self._closed_by_user = False
 
@@ -435,6 +437,9 @@ class Connection:
         fut = self._reviving = asyncio.get_running_loop().create_future()
         try:
             await self._reopen()
+            if self._closed_by_user:    # close() or reconnect() came meanwhile: they win
+                self._shut()
+                raise _closed()
         finally:
             self._reviving = None
             fut.set_result(None)
@@ -452,8 +457,14 @@ class Connection:
         for wait in self._retry.delays():
             if wait:
                 await asyncio.sleep(wait)
+            if self._closed_by_user:
+                raise err
             try:
                 await self._revive()
+            except SocketError as again:    # not reconnected: nothing was sent
+                err = again
+                continue
+            try:
                 return await attempt(*args)
             except SocketError as again:
                 err = again
@@ -546,6 +557,11 @@ class Connection:
         ch = self._main
         if ch is not None:
             ch.flush()
+
+    def _return_taken(self, jobs):
+        for job in jobs:    # already taken for a caller that is gone
+            if isinstance(job, (Job, CorruptJob)):
+                self._return_job(job)
 
     def _return_job(self, job):
         """A Job of this connection whose caller is gone: the next coroutine waiting for a job
@@ -1140,15 +1156,17 @@ class Connection:
         try:
             await self._reserve_many(n, seconds, jobs)
         except asyncio.CancelledError:
-            for job in jobs:    # already taken for a caller that is gone
-                if isinstance(job, (Job, CorruptJob)):
-                    self._return_job(job)
+            self._return_taken(jobs)
             raise
         except SocketError as err:
             if self._retry is None:
                 raise
             del jobs[:]     # the jobs taken died with the connection: their reservations are gone
-            await self._retried(None, err, self._reserve_many_again, n, seconds, jobs)
+            try:
+                await self._retried(None, err, self._reserve_many_again, n, seconds, jobs)
+            except asyncio.CancelledError:
+                self._return_taken(jobs)
+                raise
         if not all(isinstance(r, Job) for r in jobs):
             if not all(isinstance(r, (Job, DeadlineSoon)) for r in jobs):
                 raise BatchError(jobs)

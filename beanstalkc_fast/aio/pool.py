@@ -8,7 +8,7 @@ peeks) and a consumer connection (reserves and the jobs they hand out), opened w
 import asyncio
 import math
 
-from .._defaults import check_on_orphan, give_way, host_port
+from .._defaults import check_on_orphan, give_way, host_port, tube_changes
 from .._poolcommands import PoolCommands
 from .._poolpolicy import BROKEN, UNREACHABLE, Drained, JobRef, split
 from ..exceptions import BatchError, CorruptJob, DeadlineSoon, SocketError
@@ -156,15 +156,17 @@ class Pool(PoolCommands):
                           ssl=self._ssl, server_hostname=self._server_hostname)
         try:
             await conn.connect()
-            if role == "producer":
-                if self._using != "default":
-                    await conn.use(self._using)
-            else:
-                for tube in self._watching:
-                    if tube != "default":
-                        await conn.watch(tube)
-                if "default" not in self._watching:
-                    await conn.ignore("default")
+            # The pool's tubes, until what was applied is what they are now: a use() or watch()
+            # of another coroutine during these awaits skips a connection not yet published.
+            using, watching = "default", ["default"]
+            while role == "producer" and using != self._using:
+                using = self._using
+                await conn.use(using)
+            while role != "producer" and watching != self._watching:
+                target = list(self._watching)
+                for method, tube in tube_changes(watching, target):
+                    await getattr(conn, method)(tube)
+                watching = target
         except BROKEN as err:
             await conn.close()
             self._policy.failed(server, err)

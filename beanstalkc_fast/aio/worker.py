@@ -11,6 +11,7 @@ import time
 from collections import deque
 
 from .. import _workerpolicy as policy
+from .._defaults import tube_changes
 from .._commands import load_yaml
 from ..exceptions import BatchError, BeanstalkcException, CorruptJob, DeadlineSoon, InvalidArgument, InvalidType, \
     ProtocolError, SocketError
@@ -207,7 +208,7 @@ class Worker:
         source = self._pool if self._pool is not None else conn
         try:
             before = await source.watching() if self._pool is not None else list(conn._watching)
-            for method, name in policy.tube_changes(before, tubes):
+            for method, name in tube_changes(before, tubes):
                 await getattr(source, method)(name)
             if self._address is None:
                 self._restore = before
@@ -226,7 +227,7 @@ class Worker:
             return
         source = self._pool if self._pool is not None else self._conn
         try:
-            for method, name in policy.tube_changes(self._settings.tubes, before):
+            for method, name in tube_changes(self._settings.tubes, before):
                 await getattr(source, method)(name)
         except BeanstalkcException:
             pass
