@@ -79,6 +79,7 @@ class Worker:
     - ``source``: a ``Connection``, a ``Pool``, or an address (``'host:port'``, ``(host, port)``
       or a unix socket path: the worker opens and closes its own connection). The worker drives
       it while it runs (it watches ``tubes`` only, and restores the watched tubes at the end).
+      It reconnects by itself: a connection with ``retry=`` is refused (``InvalidArgument``).
     - ``handler(job)``: returns, and the job is deleted (deletes are batched); raises, and the
       job is released with ``delay=backoff(attempt)`` (attempt 1 is the first failure, counted
       from the job's ``releases``), or buried once it has failed ``max_retries + 1`` times. A
