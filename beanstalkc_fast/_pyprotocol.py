@@ -1042,21 +1042,3 @@ class AioChannel:
             self._conn._timed_out(limit)
         else:
             self._arm()
-
-
-async def aio_put(conn, body, priority, delay, ttr):
-    """The coroutine of ``aio.Connection.put``: the channel (``conn._main``) checks, encodes and
-    queues the put; its job id is returned. ``conn`` does the rest: ``_put_slow`` when the
-    channel cannot take it now (None), ``_put_failed`` when the reply does not come (the
-    caller cancelled, the connection lost), ``_put_result`` for a reply other than INSERTED."""
-    ch = conn._main
-    fut = None if ch is None else ch.put(body, priority, delay, ttr, conn._encoding)
-    if fut is None:
-        return await conn._put_slow(body, priority, delay, ttr)
-    try:
-        value = await fut
-    except BaseException as err:
-        return await conn._put_failed(ch, fut, err, body, priority, delay, ttr)
-    if value.__class__ is int:
-        return value
-    return conn._put_result(value)

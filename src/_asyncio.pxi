@@ -204,17 +204,3 @@ cdef class AioChannel:
             self._conn._timed_out(limit)
         else:
             self._arm()
-
-
-async def aio_put(conn, body, priority, delay, ttr):
-    ch = conn._main
-    fut = None if ch is None else ch.put(body, priority, delay, ttr, conn._encoding)
-    if fut is None:
-        return await conn._put_slow(body, priority, delay, ttr)
-    try:
-        value = await fut
-    except BaseException as err:
-        return await conn._put_failed(ch, fut, err, body, priority, delay, ttr)
-    if type(value) is int:
-        return value
-    return conn._put_result(value)

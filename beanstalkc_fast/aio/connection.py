@@ -3,7 +3,6 @@
 The design is told in the package's docstring (``beanstalkc_fast.aio``).
 """
 import asyncio
-import inspect
 from collections import deque
 
 from .. import _backend, _commands, _retry
@@ -18,7 +17,7 @@ __all__ = ["connect", "Connection", "Job", "DEFAULT_HOST", "DEFAULT_PORT", "DEFA
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Coroutine, Iterable, List, Optional, Union
+    from typing import Any, Callable, Iterable, List, Optional, Union
     from .._defaults import Body, JobId, PutItem, YAMLResult
 
 _ENDS_RESERVATION = ("delete", "release", "bury")   # whatever their reply, the job is no longer ours
@@ -134,16 +133,6 @@ class _ChannelDriver(asyncio.BufferedProtocol):
             except Exception:
                 pass
         self.fail(_closed(), abort=False)
-
-
-def _coroutine_function(func):
-    """Mark ``func``, a plain function returning a coroutine (the core's), as a coroutine
-    function for ``inspect`` and ``asyncio.iscoroutinefunction``, as an ``async def`` is."""
-    mark = getattr(inspect, "markcoroutinefunction", None)     # Python >= 3.12
-    if mark is not None:
-        return mark(func)
-    func._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
-    return func
 
 
 _CHANNELS: dict = {}    # core module -> its channel class
@@ -649,25 +638,23 @@ class Connection:
 
     # -- producer --
 
-    @_coroutine_function
-    def put(self, body: "Body", priority: int = DEFAULT_PRIORITY, delay: int = 0,
-            ttr: int = DEFAULT_TTR) -> "Coroutine[Any, Any, int]":
-        """Put a job into the used tube; return its id (a coroutine, as every method here)."""
-        # The coroutine is the core's (compiled with the compiled core): no Python frame of
-        # its own on the way to the channel; what is not the common case calls back below.
-        return self._core.aio_put(self, body, priority, delay, ttr)
-
-    async def _put_failed(self, ch, fut, err, body, priority, delay, ttr):
-        """The reply of a put queued on ``ch`` did not come: ``err`` (cancelled, or lost)."""
-        if isinstance(err, asyncio.CancelledError):
+    async def put(self, body: "Body", priority: int = DEFAULT_PRIORITY, delay: int = 0,
+                  ttr: int = DEFAULT_TTR) -> int:
+        """Put a job into the used tube; return its id."""
+        ch = self._main
+        # The core checks, encodes and queues it; None: the channel cannot take it now.
+        fut = None if ch is None else ch.put(body, priority, delay, ttr, self._encoding)
+        if fut is None:
+            return await self._put_slow(body, priority, delay, ttr)
+        try:
+            value = await fut
+        except asyncio.CancelledError:
             self._late(ch, "put", fut)
-            raise err
-        if not isinstance(err, SocketError) or self._retry is None:
-            raise err
-        return self._put_result(await self._call_again(self._put_data(body, priority, delay, ttr), "put", err))
-
-    @staticmethod
-    def _put_result(value):
+            raise
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            value = await self._call_again(self._put_data(body, priority, delay, ttr), "put", err)
         return value if value.__class__ is int else _result("put", value)
 
     def _put_data(self, body, priority, delay, ttr):
@@ -691,7 +678,8 @@ class Connection:
         except SocketError as err:
             if self._retry is None:
                 raise
-            return self._put_result(await self._call_again(data, "put", err))
+            value = await self._call_again(data, "put", err)
+            return value if value.__class__ is int else _result("put", value)
         try:
             value = await fut
         except asyncio.CancelledError:
@@ -701,7 +689,7 @@ class Connection:
             if self._retry is None:
                 raise
             value = await self._call_again(data, "put", err)
-        return self._put_result(value)
+        return value if value.__class__ is int else _result("put", value)
 
     async def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""
