@@ -885,6 +885,7 @@ class AioChannel:
         self._timer = None
         self._progress = 0.0            # when bytes last came, or the FIFO last became non-empty
         self._flush_cb = self.flush
+        self._create_future = self._loop.create_future
 
     # -- asyncio.BufferedProtocol --
 
@@ -951,7 +952,7 @@ class AioChannel:
         """Queue the command ``data``; return the future of its reply (see the class)."""
         if self.error is not None:
             return self._refuse(True)
-        fut = self._loop.create_future()
+        fut = self._create_future()
         idle = not self._fifo
         self._fifo.append((fut, cmd, jid))
         self._write(data, idle)
@@ -968,7 +969,7 @@ class AioChannel:
             data = b"".join(put_chunks(body, priority, delay, ttr))
         if self._paused or self.error is not None:
             return None
-        fut = self._loop.create_future()
+        fut = self._create_future()
         idle = not self._fifo
         self._fifo.append((fut, "put", None))
         self._write(data, idle)

@@ -65,9 +65,11 @@ def instructions(checkout, mode, n, port, loop):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         env = dict(os.environ, PYTHONPATH=checkout)
-        subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c", CHILD,
-                        mode, str(n), str(port), loop], env=env, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
+        run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
+                              CHILD, mode, str(n), str(port), loop], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        if run.returncode:
+            raise RuntimeError("%s %s %d: %s" % (loop, mode, n, run.stderr[-3000:]))
         with open(out) as f:
             for line in f:
                 m = re.match(r"(?:summary|totals): (\d+)", line)

@@ -28,6 +28,7 @@ cdef class AioChannel:
     cdef public object _timer               # the TimerHandle of _check(), while armed
     cdef public double _progress            # when bytes last came, or the FIFO last became non-empty
     cdef object _flush_cb                   # self.flush, bound once (call_soon takes it per iteration)
+    cdef object _create_future              # _loop.create_future, bound once
 
     def __init__(self, conn):
         self._conn = conn
@@ -47,6 +48,7 @@ cdef class AioChannel:
         self._timer = None
         self._progress = 0.0
         self._flush_cb = self.flush
+        self._create_future = self._loop.create_future
 
     # -- asyncio.BufferedProtocol --
 
@@ -116,7 +118,7 @@ cdef class AioChannel:
     def send(self, data, cmd, jid=None):
         if self.error is not None:
             return self._refuse(True)
-        fut = self._loop.create_future()
+        fut = self._create_future()
         idle = not self._fifo
         self._fifo.append((fut, cmd, jid))
         self._write(data, idle)
@@ -131,7 +133,7 @@ cdef class AioChannel:
             data = b"".join(_put_chunks(body, priority, delay, ttr))
         if self._paused or self.error is not None:
             return None
-        fut = self._loop.create_future()
+        fut = self._create_future()
         idle = not self._fifo
         self._fifo.append((fut, "put", None))
         self._write(data, idle)
