@@ -67,7 +67,7 @@ def instructions(checkout, mode, n, port, loop):
         env = dict(os.environ, PYTHONPATH=checkout)
         run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
                               CHILD, mode, str(n), str(port), loop], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, cwd=checkout)   # '' first on sys.path: the checkout
         if run.returncode:
             raise RuntimeError("%s %s %d: %s" % (loop, mode, n, run.stderr[-3000:]))
         with open(out) as f:
