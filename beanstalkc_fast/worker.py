@@ -63,7 +63,7 @@ def _pipeline(conn, lines):
         for i in range(0, len(lines), _WINDOW):
             window = lines[i:i + _WINDOW]
             link.send([b"".join(window)])
-            link.read(len(window), replies, kind)
+            link.read(conn._core.Batch(kind, len(window), replies))
     except _BROKEN as err:
         raise _Lost(conn, err)
     finally:
