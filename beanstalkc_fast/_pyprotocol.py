@@ -9,20 +9,23 @@ It deals only in bytes and ints. Its sections, in the order of the compiled core
 - **reader**: a sans-I/O reply reader (``feed`` or ``get_buffer``/``buffer_updated``,
   then ``gets`` or the typed ``take``);
 - **yaml**: a parser for the small YAML documents beanstalkd sends;
-- **blocking driver**: ``Protocol``, the only code here that touches a socket.
+- **blocking driver**: ``Protocol``, the only code here that touches a socket;
+- **asyncio**: ``AioChannel``, the reply dispatch and coalesced writes of one asyncio socket
+  (the asyncio client subclasses it as its ``BufferedProtocol``; the loop does the I/O).
 
 Reply *meaning* (which status is an error) lives in the Python layer (``_commands.py``).
 Everything here must behave exactly as ``src/_cprotocol.pyx`` does.
 """
 import re
 import sys
+from collections import deque
 from itertools import chain, repeat
 from operator import attrgetter
 
 from ._defaults import RESERVE0 as _RESERVE0, give_way as _give_way
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 8
+CORE_API = 9
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -839,3 +842,202 @@ class Protocol:
                 break
         return bad
 
+
+
+# -- asyncio: one socket's reply dispatch and coalesced writes ---------------------------------
+
+_YIELD_AT = 64      # buffers in one write from which yielding the CPU pays (many coalesced commands)
+
+
+class AioChannel:
+    """The core of one asyncio socket of an ``aio.Connection`` (the driver subclasses it with
+    ``asyncio.BufferedProtocol``): the FIFO of reply slots, each settled in ``buffer_updated``
+    as its reply is read, the writes of one loop iteration coalesced into one, and the
+    ``socket_timeout`` timer.
+
+    A FIFO entry is ``(future, cmd, jid)`` or a window entry (its ``feed(reader)`` returns True
+    once the window is read). A put's future gets the job id (an int) when the reply is
+    INSERTED, any other command's (and a put's other reply) the reply ``(status, args, body)``.
+    ``conn`` is called back for what is the driver's: ``_settle(ch, cmd, jid, value)`` for an
+    entry with a jid, ``_orphan(ch, cmd, value)`` for a reply whose future is already done,
+    ``_settle_batch(ch, entry)`` for a window read, ``_lost(err)`` on bad framing and
+    ``_timed_out(limit)`` when the server stays silent past ``socket_timeout``; the subclass
+    gives ``_refuse(unsent)`` (raise the channel's failure: it is closed).
+    """
+
+    def __init__(self, conn):
+        self._conn = conn
+        self._loop = conn._loop
+        self._reader = ReplyReader()
+        self._fifo = deque()            # (future, cmd, jid or None) per command, or a window entry
+        self._out = []                  # buffers queued this loop iteration
+        self._flushing = False          # a flush() is scheduled
+        self._paused = False            # the transport asked us to stop writing
+        self._drainers = []             # futures of callers waiting for resume_writing()
+        self.transport = None
+        self.error = None               # why this channel is closed, once it is
+        self.held = set()               # ids of the jobs reserved by this channel
+        self.blocked = False            # a reserve that may wait is at the server
+        self.block_wait = None          # its timeout (seconds; None: forever)
+        self._timeout = conn._socket_timeout
+        self._timer = None
+        self._progress = 0.0            # when bytes last came, or the FIFO last became non-empty
+        self._flush_cb = self.flush
+        self._create_future = self._loop.create_future
+
+    # -- asyncio.BufferedProtocol --
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self):
+        self._paused = True
+
+    def resume_writing(self):
+        self._paused = False
+        drainers, self._drainers = self._drainers, []
+        for fut in drainers:
+            if not fut.done():
+                fut.set_result(None)
+
+    def get_buffer(self, sizehint):
+        # A second view of the reader's buffer: uvloop keeps its export of the view until
+        # buffer_updated() has returned, and the reader releases its own view there.
+        return memoryview(self._reader.get_buffer(sizehint))
+
+    def buffer_updated(self, nbytes):
+        reader = self._reader
+        reader.buffer_updated(nbytes)
+        if self._timeout is not None:
+            self._progress = self._loop.time()
+        fifo = self._fifo
+        conn = self._conn
+        try:
+            while fifo:
+                entry = fifo[0]
+                if entry.__class__ is tuple:
+                    value = reader.gets()
+                    if value is None:
+                        break
+                    fut, cmd, jid = entry
+                    if cmd == "put" and value[0] == b"INSERTED":
+                        args = value[1]
+                        if len(args) == 1 and args[0].isdigit():
+                            value = int(args[0])
+                    fifo.popleft()
+                    if jid is not None:
+                        conn._settle(self, cmd, jid, value)
+                    if fut.done():      # its caller was cancelled or timed out
+                        conn._orphan(self, cmd, value)
+                    else:
+                        fut.set_result(value)
+                elif entry.feed(reader):
+                    fifo.popleft()
+                    conn._settle_batch(self, entry)
+                else:
+                    break
+            if not fifo and len(reader) and self.error is None:
+                raise ProtocolError("a reply came that no command asked for: %r" % (reader.gets(),))
+        except ProtocolError as err:
+            conn._lost(err)
+
+    # -- writing --
+
+    def send(self, data, cmd, jid=None):
+        """Queue the command ``data``; return the future of its reply (see the class)."""
+        if self.error is not None:
+            return self._refuse(True)
+        fut = self._create_future()
+        idle = not self._fifo
+        self._fifo.append((fut, cmd, jid))
+        self._write(data, idle)
+        return fut
+
+    def put(self, body, priority, delay, ttr, encoding):
+        """Check and queue a put; return the future of its job id (or other reply), or None
+        when the channel cannot take it now (the transport is full, or the channel closed):
+        nothing was queued, the caller waits or fails."""
+        body = check_body(body, encoding)
+        if body.__class__ is bytes and len(body) < BIG_BODY:
+            data = encode_put(body, priority, delay, ttr)
+        else:
+            data = b"".join(put_chunks(body, priority, delay, ttr))
+        if self._paused or self.error is not None:
+            return None
+        fut = self._create_future()
+        idle = not self._fifo
+        self._fifo.append((fut, "put", None))
+        self._write(data, idle)
+        return fut
+
+    def send_batch(self, chunks, batch):
+        """Queue the buffers ``chunks`` of a window whose replies the entry ``batch`` takes."""
+        if self.error is not None:
+            return self._refuse(False)
+        idle = not self._fifo
+        self._fifo.append(batch)
+        if len(chunks) == 1:
+            self._write(chunks[0], idle)
+        else:
+            self._out.extend(chunks)
+            self._schedule(idle)
+
+    def _write(self, data, idle):
+        if idle and not self._out:
+            # Nothing else in flight: write now (a lone caller gains a loop iteration); later
+            # commands of this iteration are coalesced behind it.
+            self.transport.write(data)
+            if self._timeout is not None:
+                self._progress = self._loop.time()
+                self._arm()
+            return
+        self._out.append(data)
+        self._schedule(idle)
+
+    def _schedule(self, idle):
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self._flush_cb)
+        if self._timeout is not None:
+            if idle:
+                self._progress = self._loop.time()
+            self._arm()
+
+    def flush(self):
+        """Write what this loop iteration queued now."""
+        self._flushing = False
+        out = self._out
+        if out and self.error is None:
+            self._out = []
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
+                if len(out) >= _YIELD_AT:
+                    _give_way()     # many commands at once: let a server on this CPU answer them all
+
+    # -- socket_timeout: the server must answer within it (a waiting reserve: plus its own timeout) --
+
+    def _limit(self):
+        if self.blocked:
+            return None if self.block_wait is None else self._timeout + self.block_wait
+        return self._timeout
+
+    def _arm(self):
+        if self._timer is None and self._fifo and self.error is None:
+            limit = self._limit()
+            if limit is not None:
+                self._timer = self._loop.call_at(self._progress + limit, self._check)
+
+    def _check(self):
+        self._timer = None
+        limit = self._limit()
+        if not self._fifo or self.error is not None or limit is None:
+            return
+        if self._loop.time() >= self._progress + limit:
+            self._conn._timed_out(limit)
+        else:
+            self._arm()

@@ -3,9 +3,10 @@
 
 Same names, signatures, results and exceptions as the pure-Python core; the
 public docstrings live there. The sections, one included file each, are those of
-the pure core: checks, encoders, reader, yaml (none does I/O) and the blocking
+the pure core: checks, encoders, reader, yaml (none does I/O), the blocking
 driver, whose I/O goes through the Python socket object (``recv_into``/``sendall``/
-``sendmsg``), so gevent and socket timeouts keep working.
+``sendmsg``), so gevent and socket timeouts keep working, and the asyncio channel
+(its event loop does the I/O).
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_READ, PyBUF_WRITE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
@@ -30,7 +31,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
 
-CORE_API = 8
+CORE_API = 9
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -156,3 +157,4 @@ include "_encode.pxi"
 include "_reader.pxi"
 include "_yaml.pxi"
 include "_blocking.pxi"
+include "_asyncio.pxi"

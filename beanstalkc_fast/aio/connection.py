@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, List, Optional, Union
     from .._defaults import Body, JobId, PutItem, YAMLResult
 
-_YIELD_AT = 64         # buffers in one write from which that pays (many coalesced commands)
 _ENDS_RESERVATION = ("delete", "release", "bury")   # whatever their reply, the job is no longer ours
 _TRACK_RESERVE = -1     # the jid of a FIFO entry whose RESERVED reply makes its channel hold the job
 
@@ -72,146 +71,20 @@ class _Window:
         return True
 
 
-class _Channel(asyncio.BufferedProtocol):
-    """One socket of a Connection: a FIFO of reply slots, the core's reader, coalesced writes."""
+class _ChannelDriver(asyncio.BufferedProtocol):
+    """What a channel does beyond its core's ``AioChannel`` (the reply dispatch, the coalesced
+    writes, the timer): waiting while the transport is full, failing and closing."""
 
-    def __init__(self, conn):
-        self._conn = conn
-        self._loop = conn._loop
-        self._reader = conn._core.ReplyReader()
-        self._fifo: deque = deque()     # (future, cmd, jid or None) per command, or a _Window
-        self._out: list = []            # buffers queued this loop iteration
-        self._flushing = False
-        self._paused = False            # the transport asked us to stop writing
-        self._drainers: list = []       # futures of callers waiting for resume_writing()
-        self.transport = None
-        self.error = None               # why this channel is closed, once it is
-        self.held: set = set()          # ids of the jobs reserved by this channel
-        self.blocked = False            # a reserve that may wait is at the server
-        self.block_wait = None          # its timeout (seconds; None: forever)
-        self._timeout = conn._socket_timeout
-        self._timer = None
-        self._progress = 0.0            # when bytes last came, or the FIFO last became non-empty
-
-    # -- asyncio.BufferedProtocol --
-
-    def connection_made(self, transport):
-        self.transport = transport
+    __slots__ = ()
 
     def connection_lost(self, exc):
         if self.error is None:
             self._conn._lost(_closed(exc) if exc is not None else SocketError("connection closed by the server"))
 
-    def eof_received(self):
-        return False
-
-    def pause_writing(self):
-        self._paused = True
-
-    def resume_writing(self):
-        self._paused = False
-        drainers, self._drainers = self._drainers, []
-        for fut in drainers:
-            if not fut.done():
-                fut.set_result(None)
-
-    def get_buffer(self, sizehint):
-        # Received bytes land in the core's own buffer. A second view of it, because uvloop keeps
-        # its buffer export of the view until buffer_updated() has returned, and the reader
-        # releases its own view in buffer_updated() (its buffer may move after that).
-        return memoryview(self._reader.get_buffer(sizehint))
-
-    def buffer_updated(self, nbytes):
-        reader = self._reader
-        reader.buffer_updated(nbytes)
-        if self._timeout is not None:
-            self._progress = self._loop.time()
-        fifo = self._fifo
-        conn = self._conn
-        try:
-            while fifo:
-                entry = fifo[0]
-                if entry.__class__ is tuple:
-                    reply = reader.gets()
-                    if reply is None:
-                        break
-                    fifo.popleft()
-                    fut, cmd, jid = entry
-                    if jid is not None:
-                        conn._settle(self, cmd, jid, reply)
-                    if fut.done():      # its caller was cancelled or timed out
-                        conn._orphan(self, cmd, reply)
-                    else:
-                        fut.set_result(reply)
-                elif entry.feed(reader):
-                    fifo.popleft()
-                    conn._settle_batch(self, entry)
-                else:
-                    break
-            if not fifo and len(reader):
-                raise ProtocolError("a reply came that no command asked for: %r" % (reader.gets(),))
-        except ProtocolError as err:
-            conn._lost(err)
-
-    # -- writing --
-
-    def send(self, data, cmd, jid=None):
-        """Queue the command ``data``; return the future of its reply."""
-        if self.error is not None:
-            raise _unsent(_again(self.error))
-        fut = self._loop.create_future()
-        fifo = self._fifo
-        idle = not fifo
-        fifo.append((fut, cmd, jid))
-        self._write(data, idle)
-        return fut
-
-    def send_batch(self, chunks, batch):
-        """Queue the buffers ``chunks`` of a window whose replies ``batch`` takes."""
-        if self.error is not None:
-            raise _again(self.error)
-        idle = not self._fifo
-        self._fifo.append(batch)
-        out = self._out
-        if len(chunks) == 1:
-            self._write(chunks[0], idle)
-        else:
-            out.extend(chunks)
-            self._schedule(idle)
-
-    def _write(self, data, idle):
-        if idle and not self._out:
-            # Nothing else in flight: write now (a lone caller gains a loop iteration); later
-            # commands of this iteration are coalesced behind it.
-            self.transport.write(data)
-            if self._timeout is not None:
-                self._progress = self._loop.time()
-                self._arm()
-            return
-        self._out.append(data)
-        self._schedule(idle)
-
-    def _schedule(self, idle):
-        if not self._flushing:
-            self._flushing = True
-            self._loop.call_soon(self.flush)
-        if self._timeout is not None:
-            if idle:
-                self._progress = self._loop.time()
-            self._arm()
-
-    def flush(self):
-        """Write what this loop iteration queued now."""
-        self._flushing = False
-        out = self._out
-        if out and self.error is None:
-            self._out = []
-            if len(out) == 1:
-                self.transport.write(out[0])
-            else:
-                self.transport.writelines(out)
-                if len(out) >= _YIELD_AT:
-                    _give_way()     # many commands at once: let a server on this CPU answer them all
+    def _refuse(self, unsent):
+        # The core asks: the channel is closed; raise its failure for this caller.
+        err = _again(self.error)
+        raise _unsent(err) if unsent else err
 
     async def writable(self):
         """Wait while the transport's write buffer is above its high-water mark."""
@@ -223,30 +96,6 @@ class _Channel(asyncio.BufferedProtocol):
             await fut
         if self.error is not None:
             raise _unsent(_again(self.error))
-
-    # -- socket_timeout: the server must answer within it (a waiting reserve: plus its own timeout) --
-
-    def _limit(self):
-        if self.blocked:
-            return None if self.block_wait is None else self._timeout + self.block_wait
-        return self._timeout
-
-    def _arm(self):
-        if self._timer is None and self._fifo and self.error is None:
-            limit = self._limit()
-            if limit is not None:
-                self._timer = self._loop.call_at(self._progress + limit, self._check)
-
-    def _check(self):
-        self._timer = None
-        limit = self._limit()
-        if not self._fifo or self.error is not None or limit is None:
-            return
-        if self._loop.time() >= self._progress + limit:
-            err = TimeoutError("no reply from the server in %g s" % limit)
-            self._conn._lost(_closed(err))
-        else:
-            self._arm()
 
     # -- closing --
 
@@ -284,6 +133,18 @@ class _Channel(asyncio.BufferedProtocol):
             except Exception:
                 pass
         self.fail(_closed(), abort=False)
+
+
+_CHANNELS: dict = {}    # core module -> its channel class
+
+
+def _channel_class(core):
+    """The channel class of a core: its ``AioChannel`` (compiled or pure) made an
+    ``asyncio.BufferedProtocol`` by ``_ChannelDriver``."""
+    cls = _CHANNELS.get(core)
+    if cls is None:
+        cls = _CHANNELS[core] = type("_Channel", (core.AioChannel, _ChannelDriver), {})
+    return cls
 
 
 def default_orphan(cmd, result):
@@ -366,7 +227,7 @@ class Connection:
 
     async def _open(self):
         loop = self._loop
-        ch = _Channel(self)
+        ch = _channel_class(self._core)(self)
         path = unix_path(self.host)
         # asyncio wants a server_hostname with ssl on a unix socket: "" stands for none
         tls = {} if self._ssl is None else {"ssl": self._ssl, "server_hostname": self._server_hostname or ""}
@@ -510,6 +371,10 @@ class Connection:
         for ch in channels:
             ch.quit()
         self._reset(_closed())
+
+    def _timed_out(self, limit):
+        """A channel's server stayed silent past socket_timeout (``limit`` seconds)."""
+        self._lost(_closed(TimeoutError("no reply from the server in %g s" % limit)))
 
     def _lost(self, err):
         """A channel broke (EOF, reset, timeout, bad framing): fail every caller and close all."""
@@ -658,6 +523,9 @@ class Connection:
 
     def _orphan(self, ch, cmd, reply):
         """The reply of a caller that is gone: report a put's job, pass on or give back a reserved one."""
+        if reply.__class__ is int:  # a put's job id (the core reads INSERTED so)
+            self._report(cmd, reply)
+            return
         try:
             value = _result(cmd, reply)
         except CorruptJob as err:   # nobody will bury it: back it goes, for the next reserve to report
@@ -789,12 +657,33 @@ class Connection:
     async def put(self, body: "Body", priority: int = DEFAULT_PRIORITY, delay: int = 0,
                   ttr: int = DEFAULT_TTR) -> int:
         """Put a job into the used tube; return its id."""
+        ch = self._main
+        # The core checks, encodes and queues it; None: the channel cannot take it now.
+        fut = None if ch is None else ch.put(body, priority, delay, ttr, self._encoding)
+        if fut is None:
+            return await self._put_slow(body, priority, delay, ttr)
+        try:
+            value = await fut
+        except asyncio.CancelledError:
+            self._late(ch, "put", fut)
+            raise
+        except SocketError as err:
+            if self._retry is None:
+                raise
+            value = await self._call_again(self._put_data(body, priority, delay, ttr), "put", err)
+        return value if value.__class__ is int else _result("put", value)
+
+    def _put_data(self, body, priority, delay, ttr):
         core = self._core
         body = core.check_body(body, self._encoding)
         if len(body) < core.BIG_BODY:
-            data = core.encode_put(body, priority, delay, ttr)
-        else:
-            data = b"".join(core.put_chunks(body, priority, delay, ttr))
+            return core.encode_put(body, priority, delay, ttr)
+        return b"".join(core.put_chunks(body, priority, delay, ttr))
+
+    async def _put_slow(self, body, priority, delay, ttr):
+        """A put the channel could not take at once: closed (SocketError, or a Retry's
+        reconnection), or its transport full (wait until it drains)."""
+        data = self._put_data(body, priority, delay, ttr)
         ch = self._main
         try:
             if ch is None:
@@ -805,16 +694,18 @@ class Connection:
         except SocketError as err:
             if self._retry is None:
                 raise
-            return _result("put", await self._call_again(data, "put", err))
+            value = await self._call_again(data, "put", err)
+            return value if value.__class__ is int else _result("put", value)
         try:
-            return _result("put", await fut)
+            value = await fut
         except asyncio.CancelledError:
             self._late(ch, "put", fut)
             raise
         except SocketError as err:
             if self._retry is None:
                 raise
-            return _result("put", await self._call_again(data, "put", err))
+            value = await self._call_again(data, "put", err)
+        return value if value.__class__ is int else _result("put", value)
 
     async def use(self, name: str) -> str:
         """Use the tube ``name`` for puts; return its name."""
