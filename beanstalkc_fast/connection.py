@@ -274,23 +274,31 @@ class Connection:
         if self._closed_by_user:
             raise err
         self._retrying.add(me)
+        last = [err]
         try:
-            for wait in self._retry.delays():
-                self._pause(wait, err)
-                try:
-                    self._revive()
-                except SocketError as again:    # not reconnected: nothing was sent
-                    err = again
-                    continue
+            for _ in self._reconnects(last):
                 try:
                     return self._pipe(data, read, *args)
                 except SocketError as again:
-                    err = again
+                    last[0] = again
                     if getattr(again, "written", False) and not _retry.resendable(data):
                         raise _retry.written_and_lost(data, again, self._server())
         finally:
             self._retrying.discard(me)
-        raise _retry.gave_up(err, self._retry.attempts)
+        raise _retry.gave_up(last[0], self._retry.attempts)
+
+    def _reconnects(self, last):
+        """The attempts of a retry: each waits its backoff and yields once the connection is
+        back; a reconnect that fails is the next attempt's turn (nothing was sent). ``last[0]``
+        is the latest error (raised at once when close() is called meanwhile)."""
+        for wait in self._retry.delays():
+            self._pause(wait, last[0])
+            try:
+                self._revive()
+            except SocketError as again:
+                last[0] = again
+                continue
+            yield
 
     def _server(self):
         return self.host if unix_path(self.host) is not None else "%s:%s" % (self.host, self.port)
@@ -542,22 +550,17 @@ class Connection:
             again_ok = method in ("reserve", "reserve_many")    # a reserve changes nothing twice
             if getattr(err, "written", True) and not again_ok:
                 raise
-            for wait in self._retry.delays():
-                self._pause(wait, err)
-                try:
-                    self._revive()
-                except SocketError as again:    # not reconnected: nothing was sent
-                    err = again
-                    continue
+            last = [err]
+            for _ in self._reconnects(last):
                 if method == "reserve_many":
                     del args[2][:]      # the jobs of the dead connection are the server's again
                 try:
                     return self._do_once(method, args)
                 except SocketError as again:
-                    err = again
+                    last[0] = again
                     if getattr(again, "written", True) and not again_ok:
                         raise
-            raise _retry.gave_up(err, self._retry.attempts)
+            raise _retry.gave_up(last[0], self._retry.attempts)
 
     def _do_once(self, method, args):
         lock = self._lock
