@@ -777,14 +777,8 @@ class Protocol:
         """Read the replies of commands already sent until ``batch`` (a Batch) has them all;
         return ``batch.bad``."""
         reader = self._reader
-        if not batch.feed(reader):
+        while not batch.feed(reader):
             self._fill()
-            while not batch.feed(reader):
-                # Part of the window is answered: give way again before the next receive, or we
-                # sleep in it and each later reply wakes us (on a CPU shared with the server, a
-                # context switch per reply, paid by the server). Elsewhere a cheap no-op.
-                _give_way()
-                self._fill()
         return batch.bad
 
     def _read_many(self, n, results, kind, status):

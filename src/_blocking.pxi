@@ -158,11 +158,8 @@ cdef class Protocol:
 
     cdef Py_ssize_t _read_batch(self, Batch batch) except -1:
         cdef ReplyReader r = self._reader
-        if not batch._feed(r):
+        while not batch._feed(r):
             self._fill()
-            while not batch._feed(r):
-                _give_way()         # part of the window is answered: see _pyprotocol.Protocol.read_batch
-                self._fill()
         return batch.bad
 
     cdef Py_ssize_t _read_many(self, Py_ssize_t n, list results, int kind, bytes status) except -1:

@@ -369,8 +369,8 @@ def test_reserve_many_in_windows(impl, pair):
 @pytest.mark.parametrize("method", ["put_many", "jobs_many", "reserve_many"])
 def test_batch_replies_in_pieces(impl, pair, method):
     # A window's replies that come a few bytes per receive (a server on another CPU, or one
-    # that is preempted mid-window): the core receives again until the window is whole, giving
-    # way between receives, and every reply lands in order, across windows.
+    # that is preempted mid-window): the core receives again until the window is whole, and
+    # every reply lands in order, across windows.
     a, b = pair
     proto = impl.Protocol(a)
     proto.window = proto.reserve_window = 3
