@@ -53,7 +53,7 @@ class _Lost(Exception):
 def _pipeline(conn, lines):
     """Send ``lines`` (commands) on ``conn`` in pipelined windows; return their replies
     ``(status, args, body)`` in order. A broken connection raises _Lost."""
-    kind = conn._core.KIND_REPLY
+    core = conn._core
     replies = []
     try:
         link = conn._link()
@@ -63,7 +63,7 @@ def _pipeline(conn, lines):
         for i in range(0, len(lines), _WINDOW):
             window = lines[i:i + _WINDOW]
             link.send([b"".join(window)])
-            link.read(len(window), replies, kind)
+            link.read(core.Batch(core.KIND_REPLY, len(window), replies))
     except _BROKEN as err:
         raise _Lost(conn, err)
     finally:
