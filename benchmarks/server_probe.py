@@ -13,6 +13,8 @@ sendto/sendmsg and recvfrom calls are counted the same way, and the wake-ups eac
 makes. Each Python client runs in a fresh interpreter on a checkout (``--tree NAME=DIR`` adds
 one, as benchmarks/ab.py takes them), so two versions compare in one interleaved run.
 Medians reported. Linux only; needs ``perf`` and tracefs (``perf stat -e sched:sched_switch true``).
+For experiments, the Python clients take ``PROBE_WINDOW`` (their put/job window) and ``PROBE_PRI``
+(put_many's priority) from the environment.
 """
 import argparse
 import collections
@@ -90,13 +92,16 @@ c = beanstalkc_fast.Connection("127.0.0.1", int(port), encoding=None)
 c.use(tube)
 c.watch(tube)
 c.ignore("default")
+if os.environ.get("PROBE_WINDOW"):
+    c._proto.window = int(os.environ["PROBE_WINDOW"])
 bodies = [b"x" * int(size)] * batch
+pri = {"priority": int(os.environ["PROBE_PRI"])} if os.environ.get("PROBE_PRI") else {}
 print("ready", flush=True)
 sys.stdin.readline()
 t0 = time.perf_counter()
 if row == "put_many":
     for _ in range(n // batch):
-        c.put_many(bodies)
+        c.put_many(bodies, **pri)
 else:
     for _ in range(n // batch):
         c.delete_many(c.reserve_many(batch, 0))
