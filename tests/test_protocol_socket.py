@@ -366,6 +366,50 @@ def test_reserve_many_in_windows(impl, pair):
                    [b"reserve-with-timeout 0\r\n"]]
 
 
+@pytest.mark.parametrize("method", ["put_many", "jobs_many", "reserve_many"])
+def test_batch_replies_in_pieces(impl, pair, method):
+    # A window's replies that come a few bytes per receive (a server on another CPU, or one
+    # that is preempted mid-window): the core receives again until the window is whole, and
+    # every reply lands in order, across windows.
+    a, b = pair
+    proto = impl.Protocol(a)
+    proto.window = proto.reserve_window = 3
+    n = 7
+    if method == "reserve_many":
+        windows = [3, 3, 1]
+        reply = b"RESERVED %d 2\r\nx\n\r\n"
+        expected = [(i, b"x\n") for i in range(1, n + 1)]
+    else:
+        windows = [3, 3, 1]
+        reply = b"INSERTED %d\r\n" if method == "put_many" else b"DELETED\r\n"
+        expected = list(range(1, n + 1)) if method == "put_many" else [None] * n
+
+    def serve():
+        jid = 0
+        buf = b""
+        for size in windows:
+            while buf.count(b"\r\n") < (2 * size if method == "put_many" else size):
+                buf += b.recv(65536)   # a window's commands (a put's body is a line of its own here)
+            buf = buf.split(b"\r\n", 2 * size if method == "put_many" else size)[-1]
+            out = b""
+            for _ in range(size):
+                jid += 1
+                out += reply % jid if b"%d" in reply else reply
+            drip(b, out, pause=0)
+
+    t = peer(serve)
+    results = []
+    if method == "put_many":
+        bad = proto.put_many([b"a"] * n, 0, 0, 60, None, results)
+    elif method == "jobs_many":
+        bad = proto.jobs_many(list(range(1, n + 1)), b"delete %d\r\n", (), b"DELETED", results)
+    else:
+        bad = proto.reserve_many(n, b"reserve-with-timeout 0\r\n", results)
+    t.join()
+    assert bad == 0
+    assert results == expected
+
+
 def test_gevent_style_socket_object(impl, pair):
     # The core only calls the socket object's Python methods: a wrapper sees every call.
     a, b = pair
