@@ -51,6 +51,17 @@ def beanstalkd_binary():
 
 
 @pytest.fixture
+def binlog_server(beanstalkd_binary, tmp_path):
+    """A beanstalkd of this test's own with its binlog, to kill (-9) and start again on the
+    same port: what it confirmed is still there."""
+    binlog = tmp_path / "binlog"
+    binlog.mkdir()
+    server = BeanstalkdServer(binary=beanstalkd_binary, args=["-b", str(binlog)]).start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
 def servers(beanstalkd_binary, tmp_path):
     """Three beanstalkd servers of this test's own, each with its binlog (for the pools)."""
     started = []

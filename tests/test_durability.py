@@ -10,15 +10,11 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import SocketError
-from beanstalkc_fast.testing import BeanstalkdServer
 
 
 @pytest.fixture
-def server(tmp_path, beanstalkd_binary):
-    s = BeanstalkdServer(args=["-b", str(tmp_path)], binary=beanstalkd_binary)
-    s.start()
-    yield s
-    s.stop(kill=True)
+def server(binlog_server):
+    return binlog_server
 
 
 @pytest.fixture

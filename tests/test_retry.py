@@ -14,17 +14,14 @@ import pytest
 
 import beanstalkc_fast
 from beanstalkc_fast import CommandFailed, InvalidArgument, InvalidType, PutAmbiguous, Retry, SocketError, aio
-from beanstalkc_fast.testing import BeanstalkdServer, LatencyProxy
+from beanstalkc_fast.testing import LatencyProxy
 
 FAST = dict(attempts=60, backoff=lambda n: 0.05, deadline=20)   # a restart takes well under a second
 
 
 @pytest.fixture
-def server(tmp_path, beanstalkd_binary):
-    s = BeanstalkdServer(args=["-b", str(tmp_path)], binary=beanstalkd_binary)
-    s.start()
-    yield s
-    s.stop(kill=True)
+def server(binlog_server):
+    return binlog_server
 
 
 @pytest.fixture

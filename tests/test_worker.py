@@ -420,13 +420,6 @@ def test_aio_shutdown_cancels_and_releases(arun, conn, beanstalkd, tube):
 
 # -- servers lost --
 
-def _binlog_server(beanstalkd_binary, tmp_path):
-    from beanstalkc_fast.testing import BeanstalkdServer
-    binlog = tmp_path / "binlog"
-    binlog.mkdir()
-    return BeanstalkdServer(binary=beanstalkd_binary, args=["-b", str(binlog)]).start()
-
-
 def _corrupt_buried(server):
     """The jobs buried on ``server`` whose bodies are all zeros: beanstalkd 1.12 restarted from a
     binlog torn by kill -9 may hand out such a job (CorruptJob), and the worker buries it."""
@@ -443,10 +436,10 @@ def _corrupt_buried(server):
         return zeros
 
 
-def test_server_killed_and_restarted_mid_run(impl, monkeypatch, beanstalkd_binary, tmp_path, caplog):
+def test_server_killed_and_restarted_mid_run(impl, monkeypatch, binlog_server, caplog):
     monkeypatch.setattr(beanstalkc_fast.Connection, "_core", impl)
     caplog.set_level(logging.WARNING, logger="beanstalkc_fast.worker")
-    server = _binlog_server(beanstalkd_binary, tmp_path)
+    server = binlog_server
     try:
         with server.connect() as c:
             c.put_many([b"%d" % i for i in range(1000)])
@@ -471,9 +464,9 @@ def test_server_killed_and_restarted_mid_run(impl, monkeypatch, beanstalkd_binar
         server.stop(kill=True)
 
 
-def test_aio_server_killed_and_restarted_mid_run(arun, beanstalkd_binary, tmp_path, caplog):
+def test_aio_server_killed_and_restarted_mid_run(arun, binlog_server, caplog):
     caplog.set_level(logging.WARNING, logger="beanstalkc_fast.worker")
-    server = _binlog_server(beanstalkd_binary, tmp_path)
+    server = binlog_server
     try:
         with server.connect() as c:
             c.put_many([b"%d" % i for i in range(1000)])
