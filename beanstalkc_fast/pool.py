@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 _GRACE = 1.0        # seconds a server may answer a timed reserve late before it counts as hung
 
 
-def _socket_error(err):
-    if isinstance(err, OSError):
-        exc = SocketError(err)
-        exc.__cause__ = err
-        return exc
-    return err
-
-
 class _Conns:
     """A server's connections: puts and fan-out commands, reserves (the jobs they hand out
     belong to it), and the waits of a blocking reserve (it never keeps a job)."""
@@ -258,8 +250,7 @@ class Pool(PoolCommands):
                         break
                     try:
                         links[id(lane)].send(unit.chunks)
-                    except BROKEN as exc:
-                        lost = _socket_error(exc)
+                    except BROKEN as lost:
                         plan.lost(unit, lane.server.name, 0, lost)      # some of it may have gone out
                         lane.broken(plan, lost)
                         self._lost(lane.server, "producer", lane.conn, lost)
@@ -276,8 +267,8 @@ class Pool(PoolCommands):
                 failure = None
                 try:    # a DRAINING ends the window: the rest goes elsewhere (Lane.settle)
                     links[id(lane)].read(Batch(kind, unit.n, entries, None, False, b"DRAINING"))
-                except BROKEN as exc:
-                    failure = _socket_error(exc)
+                except BROKEN as exc:   # the link dropped the connection: a SocketError or ProtocolError
+                    failure = exc
                 verdict = lane.settle(plan, self._policy, unit, entries, failure)
                 if verdict == "lost":
                     self._lost(lane.server, "producer", lane.conn, failure)
@@ -346,7 +337,7 @@ class Pool(PoolCommands):
                         link.send([command])
                     except BROKEN as err:
                         link.close()
-                        self._lost(server, "waiter", conn, _socket_error(err))
+                        self._lost(server, "waiter", conn, err)
                         continue
                     armed[link.sock] = (server, link)
                     selector.register(link.sock, selectors.EVENT_READ, server)
@@ -373,7 +364,7 @@ class Pool(PoolCommands):
                     selector.unregister(sock)
                     del armed[sock]
                     if isinstance(reply, BaseException):
-                        self._lost(server, "waiter", conn, _socket_error(reply))
+                        self._lost(server, "waiter", conn, reply)
                         link.close()
                         continue
                     link.close()
@@ -429,7 +420,7 @@ class Pool(PoolCommands):
                         sent.append((server, conn, link, k))
                         continue
                 except BROKEN as err:
-                    self._lost(server, "consumer", conn, _socket_error(err))
+                    self._lost(server, "consumer", conn, err)
                 link.close()
             give_way()
             live = []
@@ -440,7 +431,7 @@ class Pool(PoolCommands):
                     link.read(batch)
                 except BROKEN as err:
                     # its jobs were reserved by a connection now closed: the server gives them back
-                    self._lost(server, "consumer", conn, _socket_error(err))
+                    self._lost(server, "consumer", conn, err)
                     continue
                 finally:
                     link.close()
@@ -488,7 +479,7 @@ class Pool(PoolCommands):
                     try:
                         entry[5].send(window[0])
                     except BROKEN as err:
-                        self._fail_group(cmd, entry, _socket_error(err), outcomes)
+                        self._fail_group(cmd, entry, err, outcomes)
                         continue
                     sent.append((entry, window[1]))
                 if sent:
@@ -500,7 +491,7 @@ class Pool(PoolCommands):
                         entry[5].read(Batch(kind, n, replies, ok))
                     except BROKEN as err:
                         entry[4] += len(replies)
-                        self._fail_group(cmd, entry, _socket_error(err), outcomes, replies, done)
+                        self._fail_group(cmd, entry, err, outcomes, replies, done)
                         continue
                     for p, reply in zip(positions[done:done + n], replies):
                         if reply is not None:
