@@ -74,6 +74,27 @@ ROWS = bench.ROWS + [     # (key, label, batch row?)
     ("put_gather", "put, gather of 1,000 tasks", True),
     ("reserve_delete_concurrent", "reserve+delete, 100 coroutines", True),
 ]
+DEFAULT_ROWS = [key for key, _, _ in ROWS]      # a run without --rows (or --issue-table)
+# Rows that run one of the rows above with a body or a call size of their own (issue 23's table): their
+# key -> the client method, the body size, the call size, the clients that run it (None: every client
+# that has the method). A body or call size of None is the run's (--body-size, --batch).
+BIG_BODY = 60000
+ISSUE_SIZES = (100, 500, 2000)
+SINGLE_SYNC = ("beanstalkc_fast[cython]", "beanstalkc_fast[python]", "greenstalk", "beanstalkc3", "pystalk",
+               "raw socket", "C sequential")
+SIZED = ("beanstalkc_fast[cython]", "C pipelined")
+ROW_SPECS = {"put_60k": ("put", BIG_BODY, None, SINGLE_SYNC)}
+ROWS.append(("put_60k", "put, 60 KB body", False))
+for _size in ISSUE_SIZES:
+    for _method, _label in (("put_many", "put_many"), ("reserve_delete_many", "reserve_many+delete_many")):
+        ROW_SPECS["%s_%d" % (_method, _size)] = (_method, None, _size, SIZED)
+        ROWS.append(("%s_%d" % (_method, _size), "%s, %s per call" % (_label, "{:,}".format(_size)), True))
+# --issue-table: the rows of issue 23's table, and the clients it compares (the peers and the C references).
+ISSUE_ROWS = ["put", "reserve_delete", "stats", "put_60k", "put_many"] + [
+    "%s_%d" % (m, size) for m in ("put_many", "reserve_delete_many") for size in ISSUE_SIZES] + [
+    "put_concurrent", "put_gather"]
+ISSUE_CLIENTS = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "c-seq", "c-pipe", "aio",
+                 "aio-uvloop", "aiostalk"]
 COLORS = {
     "beanstalkc_fast[cython]": "#1b7837", "beanstalkc_fast[python]": "#a6dba0", "greenstalk": "#2166ac",
     "beanstalkc3": "#f4a582", "pystalk": "#9970ab", "raw socket": "#878787", "raw pipelined": "#252525",
@@ -677,19 +698,21 @@ class Bench:
         self._tubes += 1
         return "bench-%d-%d" % (os.getpid(), self._tubes)
 
-    def control(self, tube):
-        return PipelinedClient(self.host, self.port, tube, self.body, 256, window=256)
+    def control(self, tube, body=None):
+        return PipelinedClient(self.host, self.port, tube, body or self.body, 256, window=256)
 
-    def measure(self, make, row, n):
-        """Run ``row`` of n jobs on a fresh tube; return (seconds, client CPU seconds,
+    def measure(self, make, row, n, body=None, batch=None):
+        """Run ``row`` (a client method) of n jobs on a fresh tube, with jobs of ``body`` (default
+        --body-size) in calls of ``batch`` (default --batch); return (seconds, client CPU seconds,
         server CPU seconds, server context switches or None, proxy CPU seconds or None)."""
+        body, batch = body or self.body, batch or self.args.batch
         tube = self.tube()
-        ctl = self.control(tube)
+        ctl = self.control(tube, body)
         proxy_cpu = self.proxy.cpu_time if self.proxy is not None else (lambda: 0.0)
         try:
             # The client connects before the tube is filled: an aio client opens its consumer
             # channel then, with a reserve that must find nothing.
-            client = make(self.client_addr[0], self.client_addr[1], tube, self.body, self.args.batch)
+            client = make(self.client_addr[0], self.client_addr[1], tube, body, batch)
             try:
                 if row in ("reserve_delete", "reserve_delete_many", "reserve_delete_concurrent"):
                     ctl.put_many(n)
@@ -737,11 +760,13 @@ class Bench:
         results = []
         rows = [r for r in ROWS if r[0] in args.rows]
         for i, (row, label, batch) in enumerate(rows, 1):
-            n = args.batch_ops if batch else (args.ops // 4 if row == "stats" else args.ops)
-            n = max(n, 1)
+            method, body_size, size, only = ROW_SPECS.get(row, (row, None, None, None))
+            body = b"x" * body_size if body_size else self.body
+            size = size or args.batch
+            n = row_jobs(args, row, batch, size)
             runners = []       # (client name, variant, factory)
             for name, factory, variants in clients:
-                if row not in factory.rows:
+                if method not in factory.rows or (only is not None and name not in only):
                     continue
                 for variant in (variants if batch else [None]):     # windows matter to batches only
                     runners.append((name, variant, factory))
@@ -751,13 +776,14 @@ class Bench:
                     what = name if variant is None else "%s window=%d" % (name, variant)
                     self.log("[%d/%d %s, n=%d] rep %d/%d  %s" % (i, len(rows), label, n, rep, args.repeat, what))
                     make = factory if variant is None else _windowed(factory, variant)
-                    samples[(name, variant)].append(self.measure(make, row, n))
+                    samples[(name, variant)].append(self.measure(make, method, n, body, size))
             best = {}
             for (name, variant), runs in samples.items():
                 wall = statistics.median(r[0] for r in runs)
                 cpu = statistics.median(r[1] for r in runs)
                 server_cpu = statistics.median(r[2] for r in runs)
                 entry = {"row": row, "label": label, "batch": batch, "client": name, "n": n,
+                         "body_size": len(body), "batch_size": size if batch else None,
                          "ops_per_s": n / wall, "us_per_op": wall / n * 1e6, "cpu_us_per_op": cpu / n * 1e6,
                          "server_cpu_us_per_op": server_cpu / n * 1e6, "best_ops_per_s": n / min(r[0] for r in runs),
                          "samples_s": [r[0] for r in runs], "cpu_samples_s": [r[1] for r in runs],
@@ -780,6 +806,18 @@ class Bench:
             _add_ratios(row_results)
             results.extend(row_results)
         return results
+
+
+def row_jobs(args, row, batch, size):
+    """Jobs per measurement of ``row``: --ops for single commands (``stats()`` and the big body:
+    a quarter), --batch-ops for batches; with --rtt and no --batch-ops, a batch row's count
+    follows its call size (about --rtt-budget seconds of round trips, ~3 per call)."""
+    if not batch:
+        return max(1, args.ops // 4 if row in ("stats", "put_60k") else args.ops)
+    n = args.batch_ops
+    if args.rtt and not args.batch_ops_given and size != args.batch:
+        n = min(args.batch_ops_default, max(2 * size, int(args.rtt_budget / (args.rtt / 1000.0) / 3 * size)))
+    return max(n, 1)
 
 
 def _windowed(factory, window):
@@ -1031,14 +1069,153 @@ def chart(results, imports, meta, path):
     return None
 
 
+# -- issue 23's table --------------------------------------------------------------
+
+def _find(results, row, client):
+    return next((r for r in results if r["row"] == row and r["client"] == client), None)
+
+
+def _over(a, b, key="ops_per_s"):
+    return a[key] / b[key] if a is not None and b is not None and b[key] else None
+
+
+def _cpu_sum(r):
+    return r["cpu_us_per_op"] + r["server_cpu_us_per_op"]
+
+
+def issue_rows(results, pool_results=()):
+    """[(path, reached ratio or None, goal, ">=" or "<=", detail)]: every row of issue 23's table
+    that this run measured (a row whose clients are missing has reached None)."""
+    out = []
+    lib, pure = "beanstalkc_fast[cython]", "beanstalkc_fast[python]"
+    for method, what in (("put_many", "`put_many`"), ("reserve_delete_many", "`reserve_many`+`delete_many`")):
+        for size in ISSUE_SIZES:
+            row = "%s_%d" % (method, size)
+            mine, c = _find(results, row, lib), _find(results, row, C_PIPE)
+            detail = ""
+            if mine and c:
+                detail = "server CPU %.2f vs %.2f us/job, client CPU %.2f vs %.2f" % (
+                    mine["server_cpu_us_per_op"], c["server_cpu_us_per_op"], mine["cpu_us_per_op"], c["cpu_us_per_op"])
+            out.append(("%s, %s items per call, vs the C pipeliner (same calls and windows)" % (
+                what, "{:,}".format(size)), _over(mine, c), 0.95, ">=", detail))
+    for row, what, goal in (("put", "single `put`", 0.9), ("reserve_delete", "single `reserve`+`delete`", 0.9),
+                            ("stats", "`stats()`", 0.85), ("put_60k", "single `put` of a 60 KB body", 0.95)):
+        c = _find(results, row, C_SEQ)
+        others = ["%s %s" % (name, _fmt_ratio(_over(_find(results, row, client), c))) for client, name in (
+            ("raw socket", "hand-written Python loop"), (pure, "pure core"), ("greenstalk", "greenstalk"),
+            ("beanstalkc3", "beanstalkc3"), ("pystalk", "pystalk")) if _find(results, row, client)]
+        out.append(("%s vs the C sequential client" % what, _over(_find(results, row, lib), c), goal, ">=",
+                    ", ".join(others)))
+    sync_many, sync_put = _find(results, "put_many", lib), _find(results, "put", lib)
+    for row, what, ref, goals in (
+            ("put_concurrent", "aio, 1,000 coroutines each awaiting `put()`, vs sync `put_many`", sync_many,
+             (0.7, 0.55)),
+            ("put_gather", "aio, `gather()` of one task per put, vs sync `put_many`", sync_many, (0.35, 0.3)),
+            ("put", "aio, one coroutine awaiting puts one by one, vs the sync sequential `put`", sync_put,
+             (0.9, 0.75))):
+        for client, loop, goal in (("aio[cython]+uvloop", "uvloop", goals[0]), ("aio[cython]", "stock asyncio",
+                                                                                goals[1])):
+            mine = _find(results, row, client)
+            detail = ""
+            if mine and ref:     # on one CPU, client + server CPU per job is what bounds the rate
+                detail = "by client+server CPU per job: %s" % _fmt_ratio(_cpu_sum(ref) / _cpu_sum(mine))
+            if row == "put" and loop == "stock asyncio" and _find(results, row, "aiostalk"):
+                detail += "%saiostalk %s" % ("; " if detail else "", _fmt_ratio(_over(_find(results, row, "aiostalk"),
+                                                                                     ref)))
+            out.append(("%s (%s)" % (what, loop), _over(mine, ref), goal, ">=", detail))
+    for row, label in POOL_ROWS:
+        pools = [r for r in pool_results if r["row"] == "pool_" + row and r.get("placement") == "one-cpu"
+                 and r["client"].startswith("Pool of ") and r["client"] != "Pool of 1"]
+        one = next((r for r in pool_results if r["row"] == "pool_" + row and r.get("placement") == "one-cpu"
+                    and r["client"] == "one server (Connection)"), None)
+        mine = pools[0] if pools else None
+        out.append(("`Pool` client CPU per job, %s, vs one `Connection` (client and servers on one CPU)" % label,
+                    _over(mine, one, "cpu_us_per_op"), 1.15, "<=",
+                    "%.2f vs %.2f us/job" % (mine["cpu_us_per_op"], one["cpu_us_per_op"]) if mine and one else ""))
+    apart = [r for r in pool_results if r.get("placement") == "apart" and r["row"] == "pool_reserve_delete_many"]
+    aio_pool = next((r for r in apart if r["client"].startswith("aio.Pool")), None)
+    sync_pool = next((r for r in apart if r["client"].startswith("Pool of ") and r["client"] != "Pool of 1"), None)
+    out.append(("`aio.Pool` `reserve_many`+`delete_many` over %s servers vs one server (servers on CPUs of their own)"
+                % (aio_pool["client"].split()[2] if aio_pool else "2"), aio_pool["vs_one"] if aio_pool else None,
+                1.8, ">=", "the blocking Pool: %s" % _fmt_ratio(sync_pool["vs_one"]) if sync_pool else ""))
+    return out
+
+
+def _met(reached, goal, op):
+    if reached is None:
+        return "-"
+    return "yes" if (reached >= goal if op == ">=" else reached <= goal) else "**no**"
+
+
+def _rate(r):
+    x = r["ops_per_s"]
+    return "%.1fk/s" % (x / 1000) if x >= 1000 else "%.0f/s" % x
+
+
+# The per-client table: its rows and columns, in display order.
+CLIENT_TABLE_ROWS = ["put", "reserve_delete", "stats", "put_60k", "put_many"] + [
+    "%s_%d" % (m, size) for m in ("put_many", "reserve_delete_many") for size in ISSUE_SIZES] + [
+    "reserve_delete_many", "put_concurrent", "put_gather", "reserve_delete_concurrent"]
+CLIENT_TABLE_COLUMNS = ["beanstalkc_fast[cython]", "beanstalkc_fast[python]", "aio[cython]+uvloop", "aio[cython]",
+                        "greenstalk", "beanstalkc3", "pystalk", "aiostalk", "raw socket", "raw pipelined",
+                        C_SEQ, C_PIPE]
+
+
+def issue_markdown(results, pool_results, meta, pool_meta=()):
+    """Issue 23's table for this run's placement ("path | reached | goal"), then every client's
+    jobs/s on each of its rows with its ratio to the C reference, as markdown to paste."""
+    rows = issue_rows(results, pool_results)
+    lines = ["#### %s" % meta["placement_title"], "", "%s." % meta["summary"], "",
+             "Command: `%s`" % meta["command"], "",
+             "| path | reached | goal | met | detail |", "|---|---:|---:|---|---|"]
+    for path, reached, goal, op, detail in rows:
+        lines.append("| %s | %s | %s %.2fx | %s | %s |" % (path, _fmt_ratio(reached), op, goal,
+                                                          _met(reached, goal, op), detail))
+    lines += ["", "Ratios are of jobs/s, medians of %d; the C pipeliner is `benchmarks/refclient.c` sending the "
+              "same calls in the library's windows, with its yield; reserve+delete counts one job per pair." % (
+                  meta["repeat"]), ""]
+    labels = {key: label for key, label, _ in ROWS}
+    present = [c for c in CLIENT_TABLE_COLUMNS if any(r["client"] == c for r in results)]
+    table_rows = [row for row in CLIENT_TABLE_ROWS if any(r["row"] == row for r in results)]
+    if table_rows:
+        lines += ["| row | " + " | ".join(present) + " |", "|---|" + "---:|" * len(present)]
+        for row in table_rows:
+            cells = []
+            for client in present:
+                r = _find(results, row, client)
+                if r is None:
+                    cells.append("-")
+                elif r.get("vs_c") is not None and client not in (C_SEQ, C_PIPE):
+                    cells.append("%s (%s)" % (_rate(r), _fmt_ratio(r["vs_c"])))
+                else:
+                    cells.append(_rate(r))
+            lines.append("| %s | %s |" % (labels[row], " | ".join(cells)))
+        lines += ["", "In brackets: against the C sequential client (single commands) or the C pipeliner (batches, "
+                  "same call size). Batch rows without a size are calls of %d." % meta["batch"], ""]
+    for pm in pool_meta:
+        lines += ["Pools (%s): %s; %d jobs per row." % (pm["placement"], pm["where"], pm["n"])]
+    if pool_meta:
+        lines += ["| row | placement | client | jobs/s | client CPU us/job | vs one server | client CPU vs one |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for r in pool_results:
+            lines.append("| %s | %s | %s | %s | %.2f | %.2fx | %s |" % (
+                r["label"], r["placement"], r["client"], "{:,.0f}".format(r["ops_per_s"]), r["cpu_us_per_op"],
+                r["vs_one"], _fmt_ratio(r["cpu_vs_one"])))
+        lines.append("")
+    for note in meta.get("notes", ()):
+        lines.append("note: " + note)
+    return "\n".join(lines).rstrip() + "\n"
+
+
 # -- pool comparison ----------------------------------------------------------------
 
 POOL_ROWS = [("put_many", "put_many"), ("reserve_delete_many", "reserve_many+delete_many")]
 
 
-def _pool_measure(make, row, n, batch, body, fill, log):
+def _pool_measure(make, row, n, batch, body, fill, log, proxy_cpu=lambda: 0.0):
     """Time ``row`` of n jobs through the client ``make()`` gives (a Connection or a Pool)
-    after ``fill`` (untimed) put the jobs a reserve row takes; return (seconds, client CPU s)."""
+    after ``fill`` (untimed) put the jobs a reserve row takes; return (seconds, client CPU s).
+    ``proxy_cpu()``: the CPU seconds of the latency proxies' threads (in this process), subtracted."""
     client = make()
     try:
         if row == "reserve_delete_many":
@@ -1046,6 +1223,7 @@ def _pool_measure(make, row, n, batch, body, fill, log):
         bodies = [body] * batch
         gc.collect()
         _alarm(300)
+        proxy0 = proxy_cpu()
         cpu0 = time.process_time()
         t0 = time.perf_counter()
         if row == "put_many":
@@ -1066,6 +1244,7 @@ def _pool_measure(make, row, n, batch, body, fill, log):
                 left -= len(jobs)
         t1 = time.perf_counter()
         cpu1 = time.process_time()
+        proxy1 = proxy_cpu()
         _alarm(0)
         if row == "put_many":       # untimed: leave the servers empty
             left = n
@@ -1077,7 +1256,7 @@ def _pool_measure(make, row, n, batch, body, fill, log):
                 left -= len(jobs)
     finally:
         client.close()
-    return t1 - t0, cpu1 - cpu0
+    return t1 - t0, cpu1 - cpu0 - (proxy1 - proxy0)
 
 
 class _AioPoolClient:
@@ -1105,35 +1284,63 @@ class _AioPoolClient:
         self._loop.close()
 
 
-def pool_bench(args, log):
-    """The pool comparison: [result dict] and a description of the placement."""
-    from beanstalkc_fast.testing import BeanstalkdServer
+POOL_CLIENTS = ("one", "pool1", "pool", "aio")     # --pool's clients, in display order
+
+
+def pool_bench(args, log, placement="apart", which=POOL_CLIENTS):
+    """The pool comparison: [result dict] and a description of the placement.
+
+    ``placement``: "apart" (each server pinned to its own CPU, the client unpinned: what a pool
+    gains) or "one-cpu" (the client and every server on --cpu: the client's own CPU per job
+    shows). With --rtt every server sits behind a LatencyProxy of its own (in this process: their
+    CPU is subtracted from the client's; on the pinned CPU in "one-cpu", unpinned otherwise).
+    ``which``: a subset of POOL_CLIENTS."""
+    from beanstalkc_fast.testing import BeanstalkdServer, LatencyProxy
     nservers = args.pool_servers
     servers = [BeanstalkdServer().start() for _ in range(nservers)]
+    proxies = []
     restore = []
     try:
-        placement = "unpinned"
+        where = "unpinned"
         if hasattr(os, "sched_setaffinity") and not args.no_pin:
             allowed = sorted(os.sched_getaffinity(0))
-            for i, server in enumerate(servers):
-                cpu = allowed[i % len(allowed)]
-                restore.append((server.process.pid, os.sched_getaffinity(server.process.pid)))
-                os.sched_setaffinity(server.process.pid, {cpu})
-            placement = "server %s, client unpinned" % ", ".join(
-                "%d on CPU %d" % (i + 1, allowed[i % len(allowed)]) for i in range(nservers))
-        log("pool comparison: %d servers (%s)" % (nservers, placement))
+            if placement == "one-cpu":
+                cpu = allowed[-1] if args.cpu is None else args.cpu
+                _pin(cpu, None, log, restore)
+                for server in servers:
+                    restore.append((server.process.pid, os.sched_getaffinity(server.process.pid)))
+                    os.sched_setaffinity(server.process.pid, {cpu})
+                where = "client and %d servers pinned to CPU %d" % (nservers, cpu)
+            else:
+                for i, server in enumerate(servers):
+                    cpu = allowed[i % len(allowed)]
+                    restore.append((server.process.pid, os.sched_getaffinity(server.process.pid)))
+                    os.sched_setaffinity(server.process.pid, {cpu})
+                where = "server %s, client unpinned" % ", ".join(
+                    "%d on CPU %d" % (i + 1, allowed[i % len(allowed)]) for i in range(nservers))
+        addrs = [(s.host, s.port) for s in servers]
+        if args.rtt is not None:
+            proxies = [LatencyProxy(host, port, args.rtt / 1000.0) for host, port in addrs]
+            addrs = [(p.host, p.port) for p in proxies]
+            if placement == "one-cpu" and restore:
+                for p in proxies:
+                    if p.native_id is not None:
+                        os.sched_setaffinity(p.native_id, os.sched_getaffinity(0))
+            where += ", rtt %g ms (a LatencyProxy per server%s)" % (
+                args.rtt, ", on that CPU" if placement == "one-cpu" and restore else "")
+        log("pool comparison: %d servers (%s)" % (nservers, where))
         # The pools make their own connections: everything here runs on the default core (BACKEND).
         body = b"x" * args.body_size
-        addrs = ["%s:%d" % (s.host, s.port) for s in servers]
+        names = ["%s:%d" % a for a in addrs]
 
         def one():
-            return beanstalkc_fast.Connection(servers[0].host, servers[0].port, encoding=None)
+            return beanstalkc_fast.Connection(addrs[0][0], addrs[0][1], encoding=None)
 
         def pool():
-            return beanstalkc_fast.Pool(addrs, encoding=None)
+            return beanstalkc_fast.Pool(names, encoding=None)
 
         def one_of_pool():
-            return beanstalkc_fast.Pool(addrs[:1], encoding=None)
+            return beanstalkc_fast.Pool(names[:1], encoding=None)
 
         def fill(client, n):
             left = n
@@ -1142,39 +1349,43 @@ def pool_bench(args, log):
                 left -= 4096
 
         def aio_pool():
-            return _AioPoolClient(addrs)
+            return _AioPoolClient(names)
 
-        clients = [("one server (Connection)", one), ("Pool of 1", one_of_pool), ("Pool of %d" % nservers, pool),
-                   ("aio.Pool of %d (asyncio)" % nservers, aio_pool)]
+        def proxy_cpu():
+            return sum(p.cpu_time() for p in proxies)
+
+        clients = [(name, make) for key, name, make in (
+            ("one", "one server (Connection)", one), ("pool1", "Pool of 1", one_of_pool),
+            ("pool", "Pool of %d" % nservers, pool), ("aio", "aio.Pool of %d (asyncio)" % nservers, aio_pool))
+            if key in which]
         results = []
-        n = args.batch_ops
+        n = args.pool_ops or args.batch_ops
         for row, label in POOL_ROWS:
             samples = {name: [] for name, _ in clients}
             for rep in range(1, args.repeat + 1):
                 for name, make in clients:
-                    log("[pool %s, n=%d] rep %d/%d  %s" % (label, n, rep, args.repeat, name))
-                    samples[name].append(_pool_measure(make, row, n, args.batch, body, fill, log))
+                    log("[pool %s, %s, n=%d] rep %d/%d  %s" % (label, placement, n, rep, args.repeat, name))
+                    samples[name].append(_pool_measure(make, row, n, args.batch, body, fill, log, proxy_cpu))
             base = None
             for name, _ in clients:
                 wall = statistics.median(r[0] for r in samples[name])
                 cpu = statistics.median(r[1] for r in samples[name])
                 entry = {"row": "pool_" + row, "label": label, "client": name, "n": n, "backend": beanstalkc_fast.BACKEND,
-                         "ops_per_s": n / wall, "us_per_op": wall / n * 1e6, "cpu_us_per_op": cpu / n * 1e6,
+                         "placement": placement, "ops_per_s": n / wall, "us_per_op": wall / n * 1e6,
+                         "cpu_us_per_op": cpu / n * 1e6,
                          "samples_s": [r[0] for r in samples[name]], "cpu_samples_s": [r[1] for r in samples[name]]}
                 if base is None:
                     base = entry
                 entry["vs_one"] = entry["ops_per_s"] / base["ops_per_s"]
-                entry["cpu_vs_one"] = entry["cpu_us_per_op"] / base["cpu_us_per_op"]
+                entry["cpu_vs_one"] = entry["cpu_us_per_op"] / base["cpu_us_per_op"] if base["cpu_us_per_op"] else None
                 results.append(entry)
-        return results, placement
+        return results, where
     finally:
+        for proxy in proxies:
+            proxy.close()
         for server in servers:
             server.stop()
-        for pid, cpus in restore:
-            try:
-                os.sched_setaffinity(pid, cpus)
-            except OSError:
-                pass
+        _restore(restore)
 
 
 def pool_markdown(results, meta):
@@ -1185,9 +1396,9 @@ def pool_markdown(results, meta):
     for r in results:
         lines.append("| %s | %s | %s | %.2f | %.2f | %.2fx | %.2fx |" % (
             r["label"], r["client"], "{:,.0f}".format(r["ops_per_s"]), r["us_per_op"], r["cpu_us_per_op"],
-            r["vs_one"], r["cpu_vs_one"]))
+            r["vs_one"], r["cpu_vs_one"] or 0))
     lines += ["", "reserve_many+delete_many counts one job per reserve and delete. Client CPU is this process's",
-              "user+system time. Each server is pinned to its own CPU; the client is not pinned.", ""]
+              "user+system time (less the latency proxies' threads with --rtt).", ""]
     return "\n".join(lines)
 
 
@@ -1243,7 +1454,7 @@ def pool_main(args, argv, log):
             _watchdog = False
     t0 = time.monotonic()
     try:
-        results, placement = pool_bench(args, log)
+        results, placement = pool_bench(args, log, args.pool_placement)
     finally:
         _alarm(0)
         if _watchdog:
@@ -1312,6 +1523,17 @@ def _parser():
                    help="run the pool comparison instead: one server against a Pool of --pool-servers, each "
                         "server on its own CPU, the client unpinned (chart: benchmarks/pool.png)")
     p.add_argument("--pool-servers", type=int, default=2, help="servers in the pool comparison (default 2)")
+    p.add_argument("--pool-placement", choices=("apart", "one-cpu"), default="apart",
+                   help="--pool: each server on a CPU of its own and the client unpinned (apart, the default), or "
+                        "the client and every server on --cpu (one-cpu: the client's own CPU per job shows)")
+    p.add_argument("--pool-ops", type=int, help="jobs per pool row (default --batch-ops; --issue-table: half of it)")
+    p.add_argument("--issue-table", metavar="PATH",
+                   help="run the rows and clients of issue 23's table (single commands, a 60 KB put, batches of "
+                        "100, 500 and 2,000 per call, the asyncio rows; then the pool comparison in both of its "
+                        "placements) and write to PATH, as markdown, the table 'path | reached | goal' and every "
+                        "client's jobs/s; --rows/--clients narrow it; the same command with --rtt 1 gives the "
+                        "other placement")
+    p.add_argument("--no-pool", action="store_true", help="--issue-table without the pool comparison")
     return p
 
 
@@ -1382,6 +1604,15 @@ def _pin(cpu, server_pid, log, restore):
     return what
 
 
+def _restore(restore):
+    """Give each (pid, CPU set) of ``restore`` its CPU set back."""
+    for pid, cpus in restore:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except OSError:
+            pass
+
+
 def _place_proxy(proxy, allowed, args, log):
     """Put the LatencyProxy's thread on the pinned CPU, or with --proxy-apart on the others (as a
     network would not take the client's and server's CPU); return a description."""
@@ -1439,10 +1670,13 @@ def main(argv=None, prog=None):
     ops_given, batch_ops_given = args.ops, args.batch_ops
     args.ops = args.ops or (2000 if quick else 20000)
     args.batch_ops = args.batch_ops or args.ops * 10
+    # row_jobs() sizes the batch rows of other call sizes from these
+    args.batch_ops_given, args.batch_ops_default = bool(batch_ops_given), args.batch_ops
+    args.rtt_budget = 0.25 if quick else 1.0
     if args.rtt:
         # A sequential client waits a round trip per command: keep each single row to about
         # `budget` seconds of waiting, and each batch row (~3 round trips per batch) too.
-        budget, rtt_s = (0.25 if quick else 1.0), args.rtt / 1000.0
+        budget, rtt_s = args.rtt_budget, args.rtt / 1000.0
         if not ops_given:
             args.ops = min(args.ops, max(20, int(budget / rtt_s)))
         if not batch_ops_given:
@@ -1457,16 +1691,21 @@ def main(argv=None, prog=None):
         parser.error("--lib-windows must be positive")
     all_clients = ["cython", "python", "greenstalk", "beanstalkc3", "pystalk", "raw", "pipelined", "c-seq", "c-pipe",
                    "aio", "aio-uvloop", "aiostalk"]
-    selected = set(args.clients.split(",")) if args.clients else set(all_clients)
-    args.rows = set(args.rows.split(",")) if args.rows else {r[0] for r in ROWS}
+    selected = set(args.clients.split(",")) if args.clients else set(
+        ISSUE_CLIENTS if args.issue_table else all_clients)
+    args.rows = set(args.rows.split(",")) if args.rows else set(ISSUE_ROWS if args.issue_table else DEFAULT_ROWS)
     unknown = (selected - set(all_clients)) | (args.rows - {r[0] for r in ROWS})
     if unknown:
         parser.error("unknown client or row: %s" % ", ".join(sorted(unknown)))
     if min(args.ops, args.batch_ops, args.batch, args.repeat, args.body_size) < 1:
         parser.error("--ops, --batch-ops, --batch, --repeat and --body-size must be positive")
+    if args.pool_servers < 1 or (args.pool_ops is not None and args.pool_ops < 1):
+        parser.error("--pool-servers and --pool-ops must be positive")
+    if args.pool and args.issue_table:
+        parser.error("--issue-table runs the pool comparison itself (--no-pool: without it)")
+    if args.issue_table and not args.pool_ops:
+        args.pool_ops = max(1, args.batch_ops // 2)
     if args.pool:
-        if args.pool_servers < 1:
-            parser.error("--pool-servers must be positive")
         args.chart_given = "--chart" in (sys.argv[1:] if argv is None else argv)
         return pool_main(args, argv, log)
 
@@ -1523,6 +1762,15 @@ def main(argv=None, prog=None):
         t0 = time.monotonic()
         results = Bench(args, host, port, server_pid, proxy=proxy).run(clients)
         imports = [] if args.no_import else import_times(5 if quick else 10, log)
+        pool_results, pool_meta = [], []
+        if args.issue_table and not args.no_pool:
+            _restore(restore)       # the pool comparison places itself
+            del restore[:]
+            # client CPU per job: everything on one CPU; what a pool gains: servers on CPUs of their own
+            for placement, which in (("one-cpu", ("one", "pool")), ("apart", ("one", "pool", "aio"))):
+                got, where = pool_bench(args, log, placement, which)
+                pool_results += got
+                pool_meta.append({"placement": placement, "where": where, "n": got[0]["n"]})
         elapsed = time.monotonic() - t0
     finally:
         _alarm(0)
@@ -1534,11 +1782,7 @@ def main(argv=None, prog=None):
         if server is not None:
             server.stop()
         shutil.rmtree(tmpdir, ignore_errors=True)
-        for pid, cpus in restore:
-            try:
-                os.sched_setaffinity(pid, cpus)
-            except OSError:
-                pass
+        _restore(restore)
 
     meta = {
         "summary": "Python %s, %s, median of %d, body %d B, batch %d%s" % (
@@ -1550,6 +1794,7 @@ def main(argv=None, prog=None):
         "lib_windows": lib_windows, "backend_default": beanstalkc_fast.BACKEND, "elapsed_s": elapsed,
         "notes": notes, "command": "python benchmarks/compare.py " + " ".join(
             shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+        "placement_title": "one CPU" if args.rtt is None else "server %g ms away (`--rtt %g`)" % (args.rtt, args.rtt),
     }
     table = markdown(results, imports, meta)
     sys.stdout.write(table)
@@ -1558,9 +1803,15 @@ def main(argv=None, prog=None):
             f.write(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": results, "imports": imports}, f, indent=2)
+            json.dump({"meta": meta, "results": results, "imports": imports, "pool_results": pool_results},
+                      f, indent=2)
             f.write("\n")
-    if args.chart:
+    if args.issue_table:
+        issue = issue_markdown(results, pool_results, meta, pool_meta)
+        with open(args.issue_table, "w") as f:
+            f.write(issue)
+        sys.stdout.write("\n" + issue)
+    if args.chart and (not args.issue_table or "--chart" in (sys.argv[1:] if argv is None else argv)):
         problem = chart(results, imports, meta, args.chart)
         log(problem or "chart written to %s" % args.chart)
     log("done in %.1f s" % elapsed)
