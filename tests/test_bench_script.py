@@ -4,6 +4,7 @@ sockets, C reference clients; in the checkout only: those tests skip without it)
 
 Only that they run and report every client and row; their numbers are not checked (never timed asserts).
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -102,6 +103,56 @@ def test_comparison_reports_every_client_row_and_window(bench_harness, tmp_path,
     table = md.read_text()
     assert "| put_many | beanstalkc_fast[python] (w=" in table and "Window sweeps" in table
     assert "Command: `python benchmarks/compare.py --no-pin --ops 40 " in table
+
+
+def test_the_issue_table_has_every_row_with_its_goal(bench_harness, tmp_path):
+    # One tiny --issue-table run: every path of the issue's table is there with its goal, measured
+    # wherever its clients ran (the C rows only with a compiler; uvloop's only where installed).
+    out, js = tmp_path / "issue.md", tmp_path / "out.json"
+    clients = "cython,python,raw,aio,aio-uvloop" + (",c-seq,c-pipe" if HAVE_CC else "")
+    code = bench_harness.main(["--no-pin", "--issue-table", str(out), "--ops", "20", "--batch-ops", "300",
+                               "--repeat", "1", "--no-import", "--pool-ops", "300", "--clients", clients,
+                               "--json", str(js)])
+    assert code == 0
+    data = json.loads(js.read_text())
+    got = {(r["row"], r["client"]) for r in data["results"]}
+    for size in (100, 500, 2000):       # calls of their own size, body of the run's
+        for row in ("put_many_%d" % size, "reserve_delete_many_%d" % size):
+            r = [r for r in data["results"] if r["row"] == row and r["client"] == "beanstalkc_fast[cython]"]
+            if FAST[-1] == "beanstalkc_fast[cython]":
+                assert r and r[0]["batch_size"] == size and r[0]["body_size"] == 100
+            assert (row, "beanstalkc_fast[python]") not in got      # the sized rows: the compiled core and C
+    big = [r for r in data["results"] if r["row"] == "put_60k"]
+    assert big and all(r["body_size"] == 60000 for r in big) and "aio[cython]" not in {r["client"] for r in big}
+    assert {r["placement"] for r in data["pool_results"]} == {"one-cpu", "apart"}
+    table = out.read_text()
+    rows = [line for line in table.splitlines() if " | >= " in line or " | <= " in line]
+    assert len(rows) == 6 + 4 + 6 + 2 + 1
+    measured = [line for line in rows if line.split(" | ")[1] != "-"]
+    if HAVE_CC and FAST[-1] == "beanstalkc_fast[cython]":
+        uvloop = importlib.util.find_spec("uvloop") is not None
+        assert len(measured) == len(rows) - (0 if uvloop else 3)
+    assert "| `aio.Pool` `reserve_many`+`delete_many` over 2 servers vs one server" in table
+    assert "Command: `python benchmarks/compare.py --no-pin --issue-table " in table
+
+
+def test_issue_rows_compare_in_the_goals_direction(bench_harness):
+    # Higher is better for rates, lower for the pool's CPU per job: a ratio on the wrong side is "no".
+    def entry(row, client, rate, cpu=1.0, **kw):
+        return dict({"row": row, "client": client, "ops_per_s": rate, "cpu_us_per_op": cpu,
+                     "server_cpu_us_per_op": 1.0}, **kw)
+    results = [entry("put", "beanstalkc_fast[cython]", 90.0), entry("put", "C sequential", 100.0),
+               entry("stats", "beanstalkc_fast[cython]", 80.0), entry("stats", "C sequential", 100.0)]
+    pools = [entry("pool_put_many", "one server (Connection)", 1.0, 2.0, placement="one-cpu"),
+             entry("pool_put_many", "Pool of 2", 1.0, 2.2, placement="one-cpu"),
+             entry("pool_reserve_delete_many", "one server (Connection)", 1.0, 2.0, placement="one-cpu"),
+             entry("pool_reserve_delete_many", "Pool of 2", 1.0, 2.4, placement="one-cpu")]
+    got = {path.split(" vs ")[0].split(", vs ")[0]: (reached, bench_harness._met(reached, goal, op))
+           for path, reached, goal, op, _ in bench_harness.issue_rows(results, pools)}
+    assert got["single `put`"] == (0.9, "yes") and got["`stats()`"] == (0.8, "**no**")
+    assert got["`Pool` client CPU per job, `put_many`,"] == (pytest.approx(1.1), "yes")
+    assert got["`Pool` client CPU per job, `reserve_many`+`delete_many`,"] == (pytest.approx(1.2), "**no**")
+    assert got["single `reserve`+`delete`"] == (None, "-")
 
 
 def test_import_times_with_and_without_socket(bench_harness, tmp_path, monkeypatch):
