@@ -2,7 +2,8 @@
 
     python benchmarks/compare.py [--quick] [--ops N] [--repeat R] [--cpu N | --no-pin]
                                  [--rtt MS [--proxy-apart]] [--host H --port P] [--clients LIST]
-                                 [--chart PNG] [--json PATH] [--markdown PATH] [--pool]
+                                 [--chart PNG] [--json PATH] [--markdown PATH]
+                                 [--issue-table PATH [--no-pool]] [--pool [--pool-placement P]]
 
 It starts its own beanstalkd on a free loopback port (unless ``--host``/``--port`` are
 given) and pins itself and the server to one CPU: on small machines a cross-CPU round
@@ -31,10 +32,20 @@ other CPUs, as the network would; on a small VM each cross-CPU wake-up then cost
 the proxy's own work); its CPU is reported per job and subtracted from the in-process
 clients' CPU. Job counts shrink with the round trip so a run stays short.
 
+``--issue-table PATH`` runs the rows of issue 23's table with its clients (every client but the
+raw pipelined one): the rows above (bar 100 coroutines reserving) plus a ``put`` of a 60 KB body
+and ``put_many`` / ``reserve_many`` + ``delete_many`` called with 100, 500 and 2,000 items (the
+compiled core against the C pipeliner with the same calls and windows), then the pool comparison
+in both placements; it writes to PATH, as markdown, each path's reached ratio beside its goal and
+every client's jobs/s. One command per placement: without ``--rtt``, and with ``--rtt 1``
+(``--quick``: a smoke run of about a minute).
+
 ``--pool`` runs the pool comparison instead: ``put_many`` and ``reserve_many`` + ``delete_many``
 through one ``Connection`` to one server against a ``Pool`` (and an ``aio.Pool`` on the stock
 loop) of ``--pool-servers`` (default 2) servers, each server pinned to its own CPU and the client unpinned (one server, on an unpinned
-client, idles while the client waits for its replies; several servers overlap those waits).
+client, idles while the client waits for its replies; several servers overlap those waits);
+``--pool-placement one-cpu`` puts the client and every server on one CPU instead (the client's own
+CPU per job then shows). With ``--rtt`` each server is behind a LatencyProxy of its own.
 
 This harness lives in the source checkout, not in the package: run it with the package installed
 (``pip install -e '.[bench]'``: the peers are the ``bench`` extra). What ``beanstalkc-fast bench``
