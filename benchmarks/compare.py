@@ -822,7 +822,8 @@ class Bench:
 def row_jobs(args, row, batch, size):
     """Jobs per measurement of ``row``: --ops for single commands (``stats()`` and the big body:
     a quarter), --batch-ops for batches; with --rtt and no --batch-ops, a batch row's count
-    follows its call size (about --rtt-budget seconds of round trips, ~3 per call)."""
+    follows its call size (the round trips of ~3 per call fill ``args.rtt_budget`` seconds, as
+    main() sizes the --batch rows)."""
     if not batch:
         return max(1, args.ops // 4 if row in ("stats", "put_60k") else args.ops)
     n = args.batch_ops
