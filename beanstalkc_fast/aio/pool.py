@@ -303,14 +303,14 @@ class Pool(PoolCommands):
                 while lane.inflight and queue[0].fut.done():
                     unit, _ = lane.inflight.pop(0)
                     batch = queue.pop(0)
-                    self._settle(plan, lane, batches, unit, batch.results, batch.fut.exception())
+                    self._settle(plan, lane, batches, unit, batch.results, batch.fut.exception(), batch.batch.bad)
 
-    def _settle(self, plan, lane, batches, unit, entries, err):
+    def _settle(self, plan, lane, batches, unit, entries, err, bad=None):
         if unit is None:
             lane.broken(plan, err)
             verdict = "lost"
         else:
-            verdict = lane.settle(plan, self._policy, unit, entries, err)
+            verdict = lane.settle(plan, self._policy, unit, entries, err, bad)
         if verdict is not None:
             del batches[id(lane)][:]
         if verdict == "lost":
