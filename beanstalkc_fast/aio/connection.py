@@ -423,6 +423,34 @@ class Connection:
         if ch is not None:
             ch.flush()
 
+    async def _reserve_window(self, k):
+        """Write a window of ``k`` ``reserve-with-timeout 0`` on a consumer channel now (a pool
+        writes one to every server before it awaits any reply); return the channel and the
+        ``_Window`` whose ``fut`` is done once its replies are read (``_reserved``)."""
+        ch = await self._consumer(False)
+        if ch._paused:
+            await ch.writable()
+        window = _Window(self._loop.create_future(), "reserve-with-timeout",
+                         self._core.Batch(self._core.KIND_JOB, k, [], None, True))
+        ch.send_batch([_RESERVE0 * k], window)
+        ch.flush()
+        return ch, window
+
+    def _reserved(self, ch, window):
+        """The Jobs and CorruptJobs (reserved by ``ch`` too) of a window of reserves read whole."""
+        if not window.batch.bad:
+            return [Job(self, jid, body, True, ch) for jid, body in window.results]
+        return [r for r in self._outcomes("reserve-with-timeout", window.results, ch)
+                if isinstance(r, (Job, CorruptJob))]
+
+    def _drop_window(self, ch, window):
+        """The caller of ``window`` is gone: the jobs it reserved go back (``_return_job``)."""
+        fut = window.fut
+        if fut.cancel() or fut.cancelled():
+            return      # its replies are given back as they come
+        if fut.exception() is None:
+            self._orphan_batch(ch, window)
+
     def _return_taken(self, jobs):
         for job in jobs:    # already taken for a caller that is gone
             if isinstance(job, (Job, CorruptJob)):
