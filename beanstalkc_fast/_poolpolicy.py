@@ -412,10 +412,11 @@ def jobs_outcome(cmd, jobs, outcomes, job_class):
         raise BatchError(outcomes)
 
 
-def reserved_batch(jobs):
+def reserved_batch(jobs, corrupt=True):
     """What a pool's reserve_many returns for the Jobs and CorruptJobs its servers gave (in
-    order): the Jobs, or BatchError with them all when one is corrupt."""
-    if any(map(isinstance, jobs, repeat(CorruptJob))):
+    order): the Jobs, or BatchError with them all when one is corrupt (``corrupt``: whether
+    one may be; False when every reply read was a job)."""
+    if corrupt and any(map(isinstance, jobs, repeat(CorruptJob))):
         raise BatchError(jobs)
     return jobs
 

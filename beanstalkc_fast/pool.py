@@ -399,12 +399,14 @@ class Pool(PoolCommands):
 
     def _take(self, n):
         """Up to ``n`` ready jobs: ``reserve-with-timeout 0`` windows written to every server,
-        then read; servers that gave a full share get the rest."""
+        then read; servers that gave a full share get the rest. Returns them and whether a
+        reply was not a job (a CorruptJob may be among them)."""
         kind, Batch = self._core.KIND_JOB, self._core.Batch
         live = [(s, c) for s, c in zip(*self._order_conns("consumer")) if c is not None]
         if live:
             self._policy.reserved_from(live[0][0])     # the next batch's rest goes to another server
         jobs = []
+        corrupt = False
         while n > 0 and live:
             sent = []
             for (server, conn), share in zip(live, split(n, len(live))):
@@ -439,6 +441,7 @@ class Pool(PoolCommands):
                 if not batch.bad:
                     got = conn._jobs(entries)
                 else:   # Jobs, and CorruptJobs (reserved by conn all the same): the flow reports them
+                    corrupt = True
                     got = [Job(conn, e[0], e[1], True) if len(e) == 2 else _commands.outcome("reserve-with-timeout", e)
                            for e in entries if len(e) == 2 or _commands.reserved_jid(e) is not None]
                 for job in got:
@@ -447,7 +450,7 @@ class Pool(PoolCommands):
                 n -= len(got)
                 if not batch.stop:      # every reply a job: it may have more
                     live.append((server, conn))
-        return jobs
+        return jobs, corrupt
 
     def _order_conns(self, role):
         order = self._policy.reserve_order()

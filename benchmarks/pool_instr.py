@@ -18,12 +18,11 @@ on a noisy shared machine, where timings are not.
 """
 import argparse
 import os
-import re
-import socket
 import subprocess
 import sys
-import tempfile
 import time
+
+from aio_instr import callgrind_total, free_port     # this folder is first on sys.path
 
 CHILD = r'''
 import sys
@@ -103,14 +102,6 @@ for port in ports:
 '''
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 _runs = [0]
 
 
@@ -123,19 +114,7 @@ def instructions(checkout, driver, row, client, n, batch, ports):
         share = n // len(used)
         subprocess.run([sys.executable, "-c", FILL, tube, str(share), ",".join(map(str, used))], env=env,
                        check=True, cwd=checkout)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
-                              CHILD, driver, row, client, str(n), str(batch), tube, ",".join(map(str, used))],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=checkout)
-        if run.returncode:
-            raise RuntimeError("%s %s %s %d: %s" % (driver, row, client, n, run.stderr[-3000:]))
-        with open(out) as f:
-            for line in f:
-                m = re.match(r"(?:summary|totals): (\d+)", line)
-                if m:
-                    return int(m.group(1))
-    raise RuntimeError("no totals in the callgrind output")
+    return callgrind_total(checkout, CHILD, driver, row, client, n, batch, tube, ",".join(map(str, used)))
 
 
 def main():

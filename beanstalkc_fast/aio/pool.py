@@ -397,13 +397,15 @@ class Pool(PoolCommands):
     async def _take(self, n):
         """Up to ``n`` ready jobs: a window of ``reserve-with-timeout 0`` written to every server
         before any reply is awaited (as the blocking pool does), then read; servers that gave
-        a full share get the rest. Cancelled: every job reserved goes back."""
+        a full share get the rest. Returns them and whether a reply was not a job (a
+        CorruptJob may be among them). Cancelled: every job reserved goes back."""
         order = self._policy.reserve_order()
         live = [(s, c) for s, c in zip(order, await self._conns(order, "consumer")) if c is not None]
         if live:
             self._policy.reserved_from(live[0][0])     # the next batch's rest goes to another server
         most = self._core.RESERVE_WINDOW
         jobs: list = []
+        corrupt = False
         sent: list = []     # (server, connection, channel, window) written, not taken yet
         try:
             while n > 0 and live:
@@ -428,6 +430,7 @@ class Pool(PoolCommands):
                         continue
                     del sent[0]
                     got = conn._reserved(ch, window)    # CorruptJobs too: the flow reports them
+                    corrupt = corrupt or window.batch.bad > 0
                     name = server.name
                     for job in got:
                         job.server = name
@@ -442,7 +445,7 @@ class Pool(PoolCommands):
                 if isinstance(job, Job):
                     self._give_back(job)
             raise
-        return jobs
+        return jobs, corrupt
 
     # -- by-id batches: every connection's windows at once --
 
