@@ -921,11 +921,12 @@ class Connection:
 
     # -- batches --
 
-    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves: "Any" = False):
+    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves: "Any" = False, yield_cpu=True):
         """Send each ``(chunks, n)`` window of ``windows`` (waiting while the transport is
         full), then wait for every reply. Return the per-item entries (as the core's take
         gives them) and whether any is another reply. ``reserves``: a list, for windows of
-        reserves; True is appended to it when a reply was no job (TIMED_OUT...).
+        reserves; True is appended to it when a reply was no job (TIMED_OUT...). ``yield_cpu``
+        False: no give-way once written (a pool gives way once, after every server's windows).
         A caller cancelled meanwhile leaves its windows' replies to be read and dropped (a
         put's job reported to on_orphan)."""
         Batch = self._core.Batch
@@ -949,7 +950,8 @@ class Connection:
                 raise
             if batches:
                 ch.flush()
-                _give_way()
+                if yield_cpu:
+                    _give_way()
             for batch in batches:
                 await batch.fut
         except BaseException as err:
@@ -1000,7 +1002,7 @@ class Connection:
         outcomes = self._outcomes("put", entries)
         raise BatchError(outcomes)
 
-    async def _jobs_many(self, cmd, items, *args):
+    async def _jobs_many(self, cmd, items, *args, yield_cpu=True):
         core = self._core
         template, kinds, statuses = _COMMANDS[cmd]
         args = tuple([_commands.check_arg(core, kind, value) for kind, value in zip(kinds[1:], args)])
@@ -1021,7 +1023,8 @@ class Connection:
             ids = [jids[i] for i in positions]
             taken = iter(ids)
             got, worse = await self._pipeline(ch, cmd, core.job_windows(ids, template, args, core.WINDOW_ITEMS),
-                                              core.KIND_STATUS, ok, lambda n: [next(taken) for _ in range(n)])
+                                              core.KIND_STATUS, ok, lambda n: [next(taken) for _ in range(n)],
+                                              yield_cpu=yield_cpu)
             for i, entry in zip(positions, got):
                 entries[i] = entry
             return worse

@@ -455,9 +455,18 @@ class Pool(PoolCommands):
                 results: "Any" = [await groups[0][1]._jobs_many(cmd, groups[0][3], *args)]
             except Exception as err:
                 results = [err]
-        else:
-            results = await asyncio.gather(*[conn._jobs_many(cmd, items, *args) for _, conn, _, items in groups],
-                                           return_exceptions=True)
+        else:   # every connection writes its windows, then one give-way for all (as Pool does)
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(conn._jobs_many(cmd, items, *args, yield_cpu=False))
+                     for _, conn, _, items in groups]
+            try:
+                await asyncio.sleep(0)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+            give_way()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         for (server, conn, positions, _), result in zip(groups, results):
             if isinstance(result, BatchError):
                 for p, outcome in zip(positions, result.results):
