@@ -291,9 +291,9 @@ class PoolCommands:
         seconds = _commands.check_timeout(core, timeout)
         if n == 0:
             return []
-        jobs = yield self._take(n)
+        jobs, corrupt = yield self._take(n)
         if jobs or seconds == 0:
-            return reserved_batch(jobs)
+            return reserved_batch(jobs, corrupt)
         try:
             job = yield from self._reserve(seconds)
         except CorruptJob as err:
@@ -303,7 +303,7 @@ class PoolCommands:
         if n == 1:
             return reserved_batch([job])
         try:
-            rest = yield self._take(n - 1)
+            rest, _ = yield self._take(n - 1)
         except BaseException:
             if not isinstance(job, CorruptJob):
                 self._give_back(job)

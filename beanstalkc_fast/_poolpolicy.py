@@ -10,7 +10,8 @@ reports back what happened.
 import hashlib
 import random
 import time
-from itertools import repeat
+from itertools import groupby, repeat
+from operator import attrgetter
 
 from . import _commands
 from ._defaults import address as _address, log
@@ -30,6 +31,9 @@ REFUSALS = frozenset([b"DRAINING", b"OUT_OF_MEMORY", b"INTERNAL_ERROR"])
 IDENTITY = frozenset(["pid", "version", "hostname", "id", "os", "platform", "uptime", "max-job-size",
                       "binlog-oldest-index", "binlog-current-index", "binlog-max-size", "draining",
                       "rusage-utime", "rusage-stime", "name", "pause", "pause-time-left"])
+
+_SERVER = attrgetter("server")
+_CONN = attrgetter("conn")
 
 # A connection that failed this way is lost: never reused, and a put on it may have gone in.
 BROKEN = (OSError, SocketError, ProtocolError)
@@ -328,8 +332,13 @@ def tube_name(core, name):
 def job_targets(policy, jobs, job_class):
     """``(server, jid)`` of every item of a by-id batch, each checked before a byte is sent;
     None when every item is a Job of this pool (the batch after a reserve_many: no lookups)."""
-    if jobs and set(map(type, jobs)) == {job_class} and set(map(_server_of_job, jobs)) <= policy.by_name.keys():
-        return None
+    if jobs and set(map(type, jobs)) == {job_class}:
+        try:
+            names = set(map(_SERVER, jobs))
+        except AttributeError:      # a Job of a connection of its own
+            names = None
+        if names is not None and names <= policy.by_name.keys():
+            return None
     targets = []
     for i, job in enumerate(jobs):
         try:
@@ -347,29 +356,54 @@ def job_groups(policy, jobs, targets, job_class):
     is sent) and None elsewhere."""
     outcomes = [None] * len(jobs)
     groups = {}
-    by_name = policy.by_name
-    for i, job in enumerate(jobs):
-        if targets is None:
-            server, conn, item = by_name[job.server], job.conn, job
-        elif isinstance(job, job_class):
-            server, conn, item = targets[i][0], job.conn, job
+    if targets is None:     # Jobs of this pool: each run of one connection's jobs at once
+        start = 0
+        for conn, run in groupby(map(_CONN, jobs)):
+            end = start + len(list(run))
+            group = groups.get(id(conn))
+            if group is None:
+                groups[id(conn)] = [policy.by_name[jobs[start].server], conn, range(start, end), jobs[start:end]]
+            else:       # that connection's jobs are not all together: one group all the same
+                group[2] = list(group[2])
+                group[2].extend(range(start, end))
+                group[3].extend(jobs[start:end])
+            start = end
+    else:
+        for i, job in enumerate(jobs):
+            if isinstance(job, job_class):
+                server, conn, item = targets[i][0], job.conn, job
+            else:
+                server, item = targets[i]
+                conn = server.conns.consumer
+            if conn is None or not conn.connected:
+                outcomes[i] = SocketError("the connection of %s to %s is closed" % (job, server.name))
+                continue
+            group = groups.get(id(conn))
+            if group is None:
+                group = groups[id(conn)] = [server, conn, [], []]
+            group[2].append(i)
+            group[3].append(item)
+        return list(groups.values()), outcomes
+    out = []
+    for group in groups.values():
+        server, conn, positions, _ = group
+        if conn.connected:
+            out.append(group)
         else:
-            server, item = targets[i]
-            conn = server.conns.consumer
-        if conn is None or not conn.connected:
-            outcomes[i] = SocketError("the connection of %s to %s is closed" % (job, server.name))
-            continue
-        group = groups.get(id(conn))
-        if group is None:
-            group = groups[id(conn)] = [server, conn, [], []]
-        group[2].append(i)
-        group[3].append(item)
-    return list(groups.values()), outcomes
+            for p in positions:
+                outcomes[p] = SocketError("the connection of %s to %s is closed" % (jobs[p], server.name))
+    return out, outcomes
 
 
 def jobs_outcome(cmd, jobs, outcomes, job_class):
     """The end of a by-id batch: its Jobs no longer reserved are marked so (a touch changes
     nothing); BatchError when an item failed."""
+    if outcomes.count(None) == len(outcomes):   # every item went through
+        if cmd != "touch":
+            for job in jobs:
+                if job.__class__ is job_class or isinstance(job, job_class):
+                    job.reserved = False
+        return
     if cmd != "touch":
         for job, outcome in zip(jobs, outcomes):
             if outcome is None and isinstance(job, job_class):
@@ -378,16 +412,13 @@ def jobs_outcome(cmd, jobs, outcomes, job_class):
         raise BatchError(outcomes)
 
 
-def reserved_batch(jobs):
+def reserved_batch(jobs, corrupt=True):
     """What a pool's reserve_many returns for the Jobs and CorruptJobs its servers gave (in
-    order): the Jobs, or BatchError with them all when one is corrupt."""
-    if any(isinstance(job, CorruptJob) for job in jobs):
+    order): the Jobs, or BatchError with them all when one is corrupt (``corrupt``: whether
+    one may be; False when every reply read was a job)."""
+    if corrupt and any(map(isinstance, jobs, repeat(CorruptJob))):
         raise BatchError(jobs)
     return jobs
-
-
-def _server_of_job(job):
-    return getattr(job, "server", None)
 
 
 def answered(results, skip=(SocketError, ProtocolError)):
@@ -502,12 +533,13 @@ class Lane:
         self.inflight = []
         self.open = True        # it takes more windows
 
-    def settle(self, plan, policy, unit, entries, err=None):
-        """The replies of the window ``unit`` came (``entries``), or its connection failed
-        after them (``err``). Returns what to do with the connection: None (keep it), "drop"
-        (a draining server: close it, not a failure) or "lost" (close it, count a failure)."""
+    def settle(self, plan, policy, unit, entries, err=None, bad=None):
+        """The replies of the window ``unit`` came (``entries``, ``bad`` of them not job ids
+        when known), or its connection failed after them (``err``). Returns what to do with the
+        connection: None (keep it), "drop" (a draining server: close it, not a failure) or
+        "lost" (close it, count a failure)."""
         name = self.server.name
-        refused = plan.replied(unit, name, entries)
+        refused = plan.replied(unit, name, entries, None if err is not None else bad)
         if err is None and not (entries and entries[-1].__class__ is tuple and entries[-1][0] == b"DRAINING"):
             if refused:
                 self.open = False       # it refused: no more windows for it in this batch
@@ -634,18 +666,20 @@ class PutPlan:
         """``unit`` was not written at all (its server was down or failed before it)."""
         self.again.insert(0, unit)
 
-    def replied(self, unit, name, entries):
+    def replied(self, unit, name, entries, bad=None):
         """The replies read for ``unit`` from the server ``name`` (job ids, or reply tuples for
-        the others: a prefix if the connection failed). Returns True when the server refused an
-        item (DRAINING, OUT_OF_MEMORY, INTERNAL_ERROR): those items go to another server."""
+        the others: a prefix if the connection failed; ``bad``: how many are not ids, when the
+        driver's Batch counted them). Returns True when the server refused an item (DRAINING,
+        OUT_OF_MEMORY, INTERNAL_ERROR): those items go to another server."""
         out = self.out
         pos = unit.positions
-        if len(entries) == unit.n and all(e.__class__ is int for e in entries):
+        if len(entries) == unit.n and (bad == 0 if bad is not None else all(e.__class__ is int for e in entries)):
+            refs = self._core.pairs(JobRef, name, entries)
             if pos.__class__ is range:
-                out[pos.start:pos.stop] = map(tuple.__new__, repeat(JobRef), zip(repeat(name), entries))
+                out[pos.start:pos.stop] = refs
             else:
-                for p, jid in zip(pos, entries):
-                    out[p] = JobRef(name, jid)
+                for p, ref in zip(pos, refs):
+                    out[p] = ref
             return False
         refused = False
         again = []

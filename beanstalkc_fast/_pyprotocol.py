@@ -25,7 +25,7 @@ from operator import attrgetter
 from ._defaults import RESERVE0 as _RESERVE0, give_way as _give_way
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 9
+CORE_API = 10
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -550,6 +550,13 @@ class Batch:
                 return True
         return True
 
+
+def pairs(cls, first, values):
+    """A list of ``cls`` (a subclass of tuple defined in Python), one ``(first, value)`` for
+    each of ``values`` (a list): the JobRefs of a pool's window of puts, built in one pass."""
+    if cls is tuple or not issubclass(cls, tuple):
+        raise TypeError("pairs() needs a subclass of tuple, not %r" % (cls,))
+    return list(map(tuple.__new__, repeat(cls), zip(repeat(first), values)))
 
 # -- YAML -------------------------------------------------------------------------
 

@@ -264,12 +264,12 @@ class Pool(PoolCommands):
                 if not inflight or (len(inflight) == 1 and lane in fresh):
                     continue
                 unit, entries = inflight.pop(0)
-                failure = None
+                failure = bad = None
                 try:    # a DRAINING ends the window: the rest goes elsewhere (Lane.settle)
-                    links[id(lane)].read(Batch(kind, unit.n, entries, None, False, b"DRAINING"))
+                    bad = links[id(lane)].read(Batch(kind, unit.n, entries, None, False, b"DRAINING"))
                 except BROKEN as exc:   # the link dropped the connection: a SocketError or ProtocolError
                     failure = exc
-                verdict = lane.settle(plan, self._policy, unit, entries, failure)
+                verdict = lane.settle(plan, self._policy, unit, entries, failure, bad)
                 if verdict == "lost":
                     self._lost(lane.server, "producer", lane.conn, failure)
                 elif verdict == "drop":
@@ -399,12 +399,14 @@ class Pool(PoolCommands):
 
     def _take(self, n):
         """Up to ``n`` ready jobs: ``reserve-with-timeout 0`` windows written to every server,
-        then read; servers that gave a full share get the rest."""
+        then read; servers that gave a full share get the rest. Returns them and whether a
+        reply was not a job (a CorruptJob may be among them)."""
         kind, Batch = self._core.KIND_JOB, self._core.Batch
         live = [(s, c) for s, c in zip(*self._order_conns("consumer")) if c is not None]
         if live:
             self._policy.reserved_from(live[0][0])     # the next batch's rest goes to another server
         jobs = []
+        corrupt = False
         while n > 0 and live:
             sent = []
             for (server, conn), share in zip(live, split(n, len(live))):
@@ -436,16 +438,19 @@ class Pool(PoolCommands):
                 finally:
                     link.close()
                 name = server.name
-                # Jobs, and CorruptJobs (reserved by conn all the same): the flow reports them
-                got = [Job(conn, e[0], e[1], True) if len(e) == 2 else _commands.outcome("reserve-with-timeout", e)
-                       for e in entries if len(e) == 2 or _commands.reserved_jid(e) is not None]
+                if not batch.bad:
+                    got = conn._jobs(entries)
+                else:   # Jobs, and CorruptJobs (reserved by conn all the same): the flow reports them
+                    corrupt = True
+                    got = [Job(conn, e[0], e[1], True) if len(e) == 2 else _commands.outcome("reserve-with-timeout", e)
+                           for e in entries if len(e) == 2 or _commands.reserved_jid(e) is not None]
                 for job in got:
                     job.server = name
                 jobs.extend(got)
                 n -= len(got)
                 if not batch.stop:      # every reply a job: it may have more
                     live.append((server, conn))
-        return jobs
+        return jobs, corrupt
 
     def _order_conns(self, role):
         order = self._policy.reserve_order()
@@ -488,14 +493,15 @@ class Pool(PoolCommands):
                     positions, done = entry[2], entry[4]
                     replies = []
                     try:
-                        entry[5].read(Batch(kind, n, replies, ok))
+                        bad = entry[5].read(Batch(kind, n, replies, ok))
                     except BROKEN as err:
                         entry[4] += len(replies)
                         self._fail_group(cmd, entry, err, outcomes, replies, done)
                         continue
-                    for p, reply in zip(positions[done:done + n], replies):
-                        if reply is not None:
-                            outcomes[p] = _commands.outcome(cmd, reply)
+                    if bad:     # else every reply was the plain success: None, as outcomes has
+                        for p, reply in zip(positions[done:done + n], replies):
+                            if reply is not None:
+                                outcomes[p] = _commands.outcome(cmd, reply)
                     entry[4] = done + n
                 work = [entry for entry, _ in sent if entry[4] < len(entry[2])]
         finally:

@@ -61,21 +61,27 @@ def free_port():
     return port
 
 
-def instructions(checkout, mode, n, port, loop):
+def callgrind_total(checkout, child, *args):
+    """The instructions of ``python -c child *args`` under callgrind, with ``checkout`` first
+    on sys.path (also pool_instr.py's)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         env = dict(os.environ, PYTHONPATH=checkout)
         run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
-                              CHILD, mode, str(n), str(port), loop], env=env, stdout=subprocess.DEVNULL,
+                              child] + [str(a) for a in args], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, cwd=checkout)   # '' first on sys.path: the checkout
         if run.returncode:
-            raise RuntimeError("%s %s %d: %s" % (loop, mode, n, run.stderr[-3000:]))
+            raise RuntimeError("%s: %s" % (" ".join(map(str, args)), run.stderr[-3000:]))
         with open(out) as f:
             for line in f:
                 m = re.match(r"(?:summary|totals): (\d+)", line)
                 if m:
                     return int(m.group(1))
     raise RuntimeError("no totals in the callgrind output")
+
+
+def instructions(checkout, mode, n, port, loop):
+    return callgrind_total(checkout, CHILD, mode, n, port, loop)
 
 
 def main():

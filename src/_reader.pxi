@@ -333,3 +333,21 @@ cdef class Batch:
                 self.stopped = True
                 return True
         return True
+
+
+def pairs(type cls, first, list values):
+    # One allocation per item (tuple.__new__ of a subclass makes a tuple, then copies it).
+    if cls is tuple or not issubclass(cls, tuple):
+        raise TypeError("pairs() needs a subclass of tuple, not %r" % (cls,))
+    cdef Py_ssize_t i, n = len(values)
+    cdef list out = [None] * n
+    cdef object pair, value
+    for i in range(n):
+        pair = PyType_GenericAlloc(cls, 2)
+        value = values[i]
+        Py_INCREF(first)
+        PyTuple_SET_ITEM(pair, 0, first)
+        Py_INCREF(value)
+        PyTuple_SET_ITEM(pair, 1, value)
+        out[i] = pair
+    return out

@@ -417,6 +417,83 @@ def test_put_many_key_pins_the_batch_and_fails_over(arun, servers):
     arun(main())
 
 
+def test_reserve_many_writes_every_window_before_reading_a_reply(arun, servers):
+    # Each server holds fewer jobs than asked for: one call takes them all, and the window of
+    # reserves of every server is written before any server's replies are read (as Pool does).
+    async def main():
+        for i, s in enumerate(servers[:2]):
+            with s.connect() as c:
+                c.put_many([b"%d" % i] * 3)
+        async with aio.Pool(addrs(servers[:2])) as pool:
+            events = []
+            for server in pool._policy.servers:
+                conn = await pool._conn(server, "consumer")
+
+                async def window(k, conn=conn, name=server.name, write=conn._reserve_window):
+                    events.append(("write", name, k))
+                    return await write(k)
+
+                def reserved(ch, w, conn=conn, name=server.name, read=conn._reserved):
+                    events.append(("read", name))
+                    return read(ch, w)
+                conn._reserve_window, conn._reserved = window, reserved
+            jobs = await pool.reserve_many(10)
+            assert sorted(j.body for j in jobs) == ["0"] * 3 + ["1"] * 3
+            assert {j.server: j.body for j in jobs} == {addr(servers[0]): "0", addr(servers[1]): "1"}
+            assert [e[0] for e in events] == ["write", "write", "read", "read"]
+            assert sorted(e[1:] for e in events[:2]) == sorted((addr(s), 5) for s in servers[:2])
+            await pool.delete_many(jobs)
+            assert all(not j.reserved for j in jobs)
+            for s in servers[:2]:
+                with s.connect() as c:
+                    assert c.stats()["current-jobs-ready"] == 0 and c.stats()["current-jobs-reserved"] == 0
+    arun(main())
+
+
+def test_cancelled_reserve_many_gives_back_the_windows_in_flight(arun, servers):
+    # Cancelled once its windows are written, before their replies come (a proxy holds them):
+    # every job those windows reserve goes back at once with its own priority.
+    from beanstalkc_fast.testing import LatencyProxy
+
+    async def main():
+        for i, s in enumerate(servers[:2]):
+            with s.connect() as c:
+                c.put_many([(b"%d" % i, 7 + i)] * 2)
+        with LatencyProxy(servers[0].host, servers[0].port, 0.6) as p0, \
+                LatencyProxy(servers[1].host, servers[1].port, 0.6) as p1:
+            async with aio.Pool(["127.0.0.1:%d" % p0.port, "127.0.0.1:%d" % p1.port]) as pool:
+                written = []
+                for server in pool._policy.servers:
+                    conn = await pool._conn(server, "consumer")
+
+                    async def window(k, write=conn._reserve_window):
+                        got = await write(k)
+                        written.append(k)
+                        return got
+                    conn._reserve_window = window
+                task = asyncio.ensure_future(pool.reserve_many(10))
+                await until(lambda: len(written) == 2)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+
+                # the reserves reach the servers (the proxy holds them too), then the jobs come back
+                await until(lambda: sum(jobs_in(s, "reserved") for s in servers[:2]) == 4)
+                await until(lambda: sum(jobs_in(s, "ready") for s in servers[:2]) == 4)
+        for i, s in enumerate(servers[:2]):
+            with s.connect() as c:
+                for _ in range(2):
+                    job = c.reserve(timeout=0)
+                    assert job.body == str(i) and job.stats()["pri"] == 7 + i
+                    job.delete()
+    arun(main())
+
+
+def jobs_in(server, state):
+    with server.connect() as c:
+        return c.stats()["current-jobs-" + state]
+
+
 def test_two_jobs_at_once_the_second_goes_back(arun, servers):
     # Jobs ready on two servers at the same moment, while a reserve waits on every server: one is
     # the caller's, the other is given back at once with its own priority (never left reserved).

@@ -423,6 +423,34 @@ class Connection:
         if ch is not None:
             ch.flush()
 
+    async def _reserve_window(self, k):
+        """Write a window of ``k`` ``reserve-with-timeout 0`` on a consumer channel now (a pool
+        writes one to every server before it awaits any reply); return the channel and the
+        ``_Window`` whose ``fut`` is done once its replies are read (``_reserved``)."""
+        ch = await self._consumer(False)
+        if ch._paused:
+            await ch.writable()
+        window = _Window(self._loop.create_future(), "reserve-with-timeout",
+                         self._core.Batch(self._core.KIND_JOB, k, [], None, True))
+        ch.send_batch([_RESERVE0 * k], window)
+        ch.flush()
+        return ch, window
+
+    def _reserved(self, ch, window):
+        """The Jobs and CorruptJobs (reserved by ``ch`` too) of a window of reserves read whole."""
+        if not window.batch.bad:
+            return [Job(self, jid, body, True, ch) for jid, body in window.results]
+        return [r for r in self._outcomes("reserve-with-timeout", window.results, ch)
+                if isinstance(r, (Job, CorruptJob))]
+
+    def _drop_window(self, ch, window):
+        """The caller of ``window`` is gone: the jobs it reserved go back (``_return_job``)."""
+        fut = window.fut
+        if fut.cancel() or fut.cancelled():
+            return      # its replies are given back as they come
+        if fut.exception() is None:
+            self._orphan_batch(ch, window)
+
     def _return_taken(self, jobs):
         for job in jobs:    # already taken for a caller that is gone
             if isinstance(job, (Job, CorruptJob)):
@@ -893,11 +921,12 @@ class Connection:
 
     # -- batches --
 
-    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves: "Any" = False):
+    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves: "Any" = False, yield_cpu=True):
         """Send each ``(chunks, n)`` window of ``windows`` (waiting while the transport is
         full), then wait for every reply. Return the per-item entries (as the core's take
         gives them) and whether any is another reply. ``reserves``: a list, for windows of
-        reserves; True is appended to it when a reply was no job (TIMED_OUT...).
+        reserves; True is appended to it when a reply was no job (TIMED_OUT...). ``yield_cpu``
+        False: no give-way once written (a pool gives way once, after every server's windows).
         A caller cancelled meanwhile leaves its windows' replies to be read and dropped (a
         put's job reported to on_orphan)."""
         Batch = self._core.Batch
@@ -921,7 +950,8 @@ class Connection:
                 raise
             if batches:
                 ch.flush()
-                _give_way()
+                if yield_cpu:
+                    _give_way()
             for batch in batches:
                 await batch.fut
         except BaseException as err:
@@ -972,7 +1002,7 @@ class Connection:
         outcomes = self._outcomes("put", entries)
         raise BatchError(outcomes)
 
-    async def _jobs_many(self, cmd, items, *args):
+    async def _jobs_many(self, cmd, items, *args, yield_cpu=True):
         core = self._core
         template, kinds, statuses = _COMMANDS[cmd]
         args = tuple([_commands.check_arg(core, kind, value) for kind, value in zip(kinds[1:], args)])
@@ -993,7 +1023,8 @@ class Connection:
             ids = [jids[i] for i in positions]
             taken = iter(ids)
             got, worse = await self._pipeline(ch, cmd, core.job_windows(ids, template, args, core.WINDOW_ITEMS),
-                                              core.KIND_STATUS, ok, lambda n: [next(taken) for _ in range(n)])
+                                              core.KIND_STATUS, ok, lambda n: [next(taken) for _ in range(n)],
+                                              yield_cpu=yield_cpu)
             for i, entry in zip(positions, got):
                 entries[i] = entry
             return worse

@@ -11,7 +11,7 @@ import math
 from .._defaults import check_on_orphan, give_way, host_port, tube_changes
 from .._poolcommands import PoolCommands
 from .._poolpolicy import BROKEN, UNREACHABLE, Drained, JobRef, split
-from ..exceptions import BatchError, CorruptJob, DeadlineSoon, SocketError
+from ..exceptions import BatchError, CorruptJob, SocketError
 from .connection import Connection, Job, _Window, default_orphan
 
 __all__ = ["Pool", "JobRef"]
@@ -303,14 +303,14 @@ class Pool(PoolCommands):
                 while lane.inflight and queue[0].fut.done():
                     unit, _ = lane.inflight.pop(0)
                     batch = queue.pop(0)
-                    self._settle(plan, lane, batches, unit, batch.results, batch.fut.exception())
+                    self._settle(plan, lane, batches, unit, batch.results, batch.fut.exception(), batch.batch.bad)
 
-    def _settle(self, plan, lane, batches, unit, entries, err):
+    def _settle(self, plan, lane, batches, unit, entries, err, bad=None):
         if unit is None:
             lane.broken(plan, err)
             verdict = "lost"
         else:
-            verdict = lane.settle(plan, self._policy, unit, entries, err)
+            verdict = lane.settle(plan, self._policy, unit, entries, err, bad)
         if verdict is not None:
             del batches[id(lane)][:]
         if verdict == "lost":
@@ -395,49 +395,57 @@ class Pool(PoolCommands):
             _call_off(tasks)
 
     async def _take(self, n):
-        """Up to ``n`` ready jobs: a reserve_many on every server at once; servers that gave a
-        full share get the rest."""
+        """Up to ``n`` ready jobs: a window of ``reserve-with-timeout 0`` written to every server
+        before any reply is awaited (as the blocking pool does), then read; servers that gave
+        a full share get the rest. Returns them and whether a reply was not a job (a
+        CorruptJob may be among them). Cancelled: every job reserved goes back."""
         order = self._policy.reserve_order()
         live = [(s, c) for s, c in zip(order, await self._conns(order, "consumer")) if c is not None]
         if live:
             self._policy.reserved_from(live[0][0])     # the next batch's rest goes to another server
-        loop = asyncio.get_running_loop()
+        most = self._core.RESERVE_WINDOW
         jobs: list = []
+        corrupt = False
+        sent: list = []     # (server, connection, channel, window) written, not taken yet
         try:
             while n > 0 and live:
-                tasks = {}
                 for (server, conn), share in zip(live, split(n, len(live))):
                     if share > 0:
-                        tasks[loop.create_task(conn.reserve_many(share))] = (server, conn, share)
-                try:
-                    await asyncio.wait(tasks)
-                except BaseException:
-                    _call_off(tasks)        # cancelled: their jobs go back
-                    raise
+                        try:
+                            ch, window = await conn._reserve_window(min(share, most))
+                        except BROKEN as err:
+                            self._lost(server, "consumer", conn, err)
+                            continue
+                        sent.append((server, conn, ch, window))
+                give_way()      # let a server on this CPU answer its window whole
                 live = []
-                for task, (server, conn, share) in tasks.items():
+                while sent:
+                    server, conn, ch, window = sent[0]
                     try:
-                        got = task.result()
+                        await window.fut
                     except BROKEN as err:
+                        # its jobs were reserved by a connection now closed: the server gives them back
+                        del sent[0]
                         self._lost(server, "consumer", conn, err)
                         continue
-                    except DeadlineSoon:
-                        got = []
-                    except BatchError as err:   # CorruptJobs are reserved by conn too: the flow reports them
-                        got = [r for r in err.results if isinstance(r, (Job, CorruptJob))]
+                    del sent[0]
+                    got = conn._reserved(ch, window)    # CorruptJobs too: the flow reports them
+                    corrupt = corrupt or window.batch.bad > 0
+                    name = server.name
                     for job in got:
-                        job.server = server.name
+                        job.server = name
                     jobs.extend(got)
                     n -= len(got)
-                    if len(got) == share:
+                    if not window.batch.stop:       # every reply a job: it may have more
                         live.append((server, conn))
-                tasks.clear()
         except BaseException:
+            for _, conn, ch, window in sent:
+                conn._drop_window(ch, window)
             for job in jobs:
                 if isinstance(job, Job):
                     self._give_back(job)
             raise
-        return jobs
+        return jobs, corrupt
 
     # -- by-id batches: every connection's windows at once --
 
@@ -447,9 +455,18 @@ class Pool(PoolCommands):
                 results: "Any" = [await groups[0][1]._jobs_many(cmd, groups[0][3], *args)]
             except Exception as err:
                 results = [err]
-        else:
-            results = await asyncio.gather(*[conn._jobs_many(cmd, items, *args) for _, conn, _, items in groups],
-                                           return_exceptions=True)
+        else:   # every connection writes its windows, then one give-way for all (as Pool does)
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(conn._jobs_many(cmd, items, *args, yield_cpu=False))
+                     for _, conn, _, items in groups]
+            try:
+                await asyncio.sleep(0)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                raise
+            give_way()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         for (server, conn, positions, _), result in zip(groups, results):
             if isinstance(result, BatchError):
                 for p, outcome in zip(positions, result.results):
