@@ -801,11 +801,9 @@ class Connection:
     # -- batches --
 
     def _outcome(self, cmd, entry):
-        # A batch entry as the caller sees it: an id, None, a Job, or the item's exception.
-        if entry is None or entry.__class__ is int:
+        # A batch entry as the caller sees it: an id, None, a Job (made by the core), or the item's exception.
+        if entry is None or entry.__class__ is int or isinstance(entry, Job):
             return entry
-        if len(entry) == 2:     # (jid, body) of a reserved job
-            return Job(self, entry[0], entry[1], True)
         return _commands.outcome(cmd, entry)
 
     def _batch(self, cmd, method, results, *args):
@@ -900,7 +898,8 @@ class Connection:
         results: list = []
         first = b"reserve-with-timeout %d\r\n" % seconds
         try:
-            results = self._batch("reserve-with-timeout", "reserve_many", results, n, first, results, seconds)
+            results = self._batch("reserve-with-timeout", "reserve_many", results, n, first, results, seconds,
+                                  Job._maker(self))
         except BatchError as err:
             jobs = [r for r in err.results if isinstance(r, Job)]
             if all(isinstance(r, (Job, DeadlineSoon)) for r in err.results):
@@ -908,7 +907,7 @@ class Connection:
                     raise DeadlineSoon([]) from None
                 return jobs
             raise
-        return [Job(self, jid, body, True) for jid, body in results]
+        return results
 
 
 class _Link:

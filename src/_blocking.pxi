@@ -194,7 +194,7 @@ cdef class Protocol:
         windows = _JobWindows(items, template, args, self.window)
         return self._pipeline(windows, results, C_KIND_STATUS, ok if type(ok) is bytes else bytes(ok))
 
-    def reserve_many(self, n, first_command, results, wait=-1):
+    def reserve_many(self, n, first_command, results, wait=-1, job=None):
         cdef Py_ssize_t left = n if n > 1 else 1, k, bad = 0
         cdef bint timed
         cdef Batch batch
@@ -211,7 +211,7 @@ cdef class Protocol:
                 self._sendall(_RESERVE0 * k)
             _give_way()
             left -= k
-            batch = Batch(C_KIND_JOB, k, results, None, True)
+            batch = Batch(C_KIND_JOB, k, results, None, True, None, job)
             try:
                 bad += self._read_batch(batch)      # every reply of the window is read, even after a stop
             finally:

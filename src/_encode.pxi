@@ -263,15 +263,20 @@ cdef class _PutWindows(_Windows):
 cdef class _JobWindows(_Windows):
     cdef object _template, _args            # each command is template % ((jid,) + args)
     cdef bytes _prefix, _suffix             # or prefix + digits + suffix, when the prefix has no '%'
+    cdef unsigned long long *_jids          # a list's or tuple's ids, checked up front (PyMem_Malloc'd); else NULL
+    cdef Py_ssize_t _njids                  # how many _jids holds
 
     def __init__(self, items, template, args, window):
-        cdef unsigned long long jid
-        cdef Py_ssize_t k
+        cdef Py_ssize_t k, i
         self._template, self._args = template, args
         self._window = window if window > 1 else 1
-        if isinstance(items, (list, tuple)):
+        if isinstance(items, (list, tuple)):    # checked whole before a byte is sent, and read once
+            self._jids = <unsigned long long *>PyMem_Malloc(len(items) * sizeof(unsigned long long) + 1)
+            if self._jids == NULL:
+                raise MemoryError()
             for i, item in enumerate(items):
-                _jid(item, i, &jid)
+                _jid(item, i, &self._jids[i])
+            self._njids = len(items)
         if type(template) is bytes and type(args) is tuple:
             k = template.find(b"%d")
             if k >= 0 and template.find(b"%", 0, k) < 0:
@@ -282,13 +287,26 @@ cdef class _JobWindows(_Windows):
                     self._suffix = None
         self._it = iter(items)
 
+    def __dealloc__(self):
+        PyMem_Free(self._jids)
+        self._jids = NULL
+
     cdef object _next_window(self):
         cdef Py_ssize_t n = 0, plen, slen
         cdef unsigned long long jid
         cdef bytes line
         self._len = 0
-        for item in self._it:
-            _jid(item, self._count, &jid)
+        while n < self._window:
+            if self._jids != NULL:
+                if self._count >= self._njids:
+                    break
+                jid = self._jids[self._count]
+            else:
+                try:
+                    item = next(self._it)
+                except StopIteration:
+                    break
+                _jid(item, self._count, &jid)
             if self._suffix is not None:
                 plen = PyBytes_GET_SIZE(self._prefix)
                 slen = PyBytes_GET_SIZE(self._suffix)
@@ -303,8 +321,6 @@ cdef class _JobWindows(_Windows):
                 self._write(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
             self._count += 1
             n += 1
-            if n >= self._window:
-                break
         if not n:
             return None
         return ([PyBytes_FromStringAndSize(self._buf, self._len)], n)

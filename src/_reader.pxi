@@ -89,8 +89,9 @@ cdef class ReplyReader:
             raise ValueError("take(KIND_STATUS) needs the status")
         return self._take(kind, n, results, status)
 
-    cdef Py_ssize_t _take(self, int kind, Py_ssize_t n, list results, bytes status) except -1:
-        """Append the values of up to n buffered replies of kind; stop at another kind or need-more."""
+    cdef Py_ssize_t _take(self, int kind, Py_ssize_t n, list results, bytes status, tuple job=None) except -1:
+        """Append the values of up to n buffered replies of kind; stop at another kind or need-more.
+        job: KIND_JOB's jobs are made as Batch's job says."""
         cdef Py_ssize_t taken = 0
         if kind == C_KIND_JOB and status is None:
             status = b"RESERVED"
@@ -105,7 +106,7 @@ cdef class ReplyReader:
                 self._consume()
                 value = None
             elif kind == C_KIND_JOB:
-                value = self._job(status)
+                value = self._job(status) if job is None else self._made_job(status, job)
                 if value is None:
                     break
             elif kind == C_KIND_BODY:
@@ -253,6 +254,26 @@ cdef class ReplyReader:
             return job
         return None
 
+    cdef object _made_job(self, bytes status, tuple job):
+        """_job(status), made into a job as Batch's job says."""
+        cdef type cls
+        cdef tuple pair
+        if self._ntok == 3 and not self._corrupt and self._tok_is(0, status) and _all_digits(self._buf + self._tok[1], self._tlen[1]):
+            jid = _digits_int(self._buf + self._tok[1], self._tlen[1])
+            body = PyBytes_FromStringAndSize(self._buf + self._body, self._body_len)
+            self._consume()
+            cls = <type>job[0]
+            made = (<PyTypeObject *>cls).tp_new(cls, <PyObject *>(), NULL)
+            for pair in <tuple>job[1]:     # checked by Batch: (str, value) pairs
+                value = pair[1]
+                if value is _JOB_ID:
+                    value = jid
+                elif value is _JOB_BODY:
+                    value = body
+                PyObject_SetAttr(made, pair[0], value)
+            return made
+        return None
+
     cdef object _reply(self):
         """The (status, args, body) tuple of the parsed reply; consumes it."""
         cdef char *buf = self._buf
@@ -281,7 +302,7 @@ cdef class ReplyReader:
 
 
 cdef class Batch:
-    """Batch(kind, n, results, status=None, reserves=False, stop_at=None)
+    """Batch(kind, n, results, status=None, reserves=False, stop_at=None, job=None)
 --
 
 """
@@ -294,10 +315,19 @@ cdef class Batch:
     cdef public Py_ssize_t bad              # replies not of kind, appended as they are
     cdef public bint stop                   # reserves: a reply that is not a job came
     cdef public bint stopped                # the window ended early at stop_at
+    cdef readonly object job                # KIND_JOB: None ((jid, body)), or (class, ((name, value), ...)) to make
+    cdef tuple _job                         # job, when given (checked)
 
-    def __init__(self, int kind, Py_ssize_t n, list results, status=None, reserves=False, stop_at=None):
+    def __init__(self, int kind, Py_ssize_t n, list results, status=None, reserves=False, stop_at=None, job=None):
         if kind == C_KIND_STATUS and status is None:
             raise ValueError("take(KIND_STATUS) needs the status")
+        if job is not None:
+            if not (type(job) is tuple and len(job) == 2 and isinstance(job[0], type) and type(job[1]) is tuple
+                    and all(type(a) is tuple and len(a) == 2 and type(a[0]) is str for a in job[1])
+                    and (<PyTypeObject *>job[0]).tp_new != NULL):
+                raise TypeError("job must be None or (class, ((name, value), ...))")
+            self._job = job
+        self.job = job
         self.kind = kind
         self.n = n
         self.results = results
@@ -314,7 +344,7 @@ cdef class Batch:
     cdef bint _feed(self, ReplyReader r) except -1:
         cdef bint stopping
         while self.n > 0:
-            self.n -= r._take(self.kind, self.n, self.results, self.status)
+            self.n -= r._take(self.kind, self.n, self.results, self.status, self._job)
             if self.n <= 0:
                 break
             if not r._parse():
