@@ -25,33 +25,35 @@ import tempfile
 import time
 
 CHILD = r'''
-import os, sys
-row, n, port, batch, tube = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+import sys
 import beanstalkc_fast
-c = beanstalkc_fast.Connection("127.0.0.1", port, encoding=None)
-c.use(tube)
-c.watch(tube)
-c.ignore("default")
-bodies = [b"x" * 100] * batch
-if row == "fill":
-    for _ in range(n // batch):
-        c.put_many(bodies)
-elif row == "put_many":
-    put_many = c.put_many
-    for _ in range(n // batch):
-        put_many(bodies)
-else:
-    reserve_many, delete_many = c.reserve_many, c.delete_many
-    left = n
-    while left > 0:
-        jobs = reserve_many(min(batch, left), 0)
-        if not jobs:
-            raise SystemExit("reserve_many returned no job with %d left" % left)
-        for job in jobs:
-            job.body
-        delete_many(jobs)
-        left -= len(jobs)
-c.close()
+
+
+def main(row, n, port, batch, tube):     # a function: module-level loop variables would be dict stores
+    c = beanstalkc_fast.Connection("127.0.0.1", port, encoding=None)
+    c.use(tube)
+    c.watch(tube)
+    c.ignore("default")
+    bodies = [b"x" * 100] * batch
+    if row in ("fill", "put_many"):
+        put_many = c.put_many
+        for _ in range(n // batch):
+            put_many(bodies)
+    else:
+        reserve_many, delete_many = c.reserve_many, c.delete_many
+        left = n
+        while left > 0:
+            jobs = reserve_many(min(batch, left), 0)
+            if not jobs:
+                raise SystemExit("reserve_many returned no job with %d left" % left)
+            for job in jobs:
+                job.body
+            delete_many(jobs)
+            left -= len(jobs)
+    c.close()
+
+
+main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
 '''
 
 

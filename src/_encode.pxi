@@ -193,9 +193,12 @@ cdef class _PutWindows(_Windows):
     cdef object _encoding                   # for str bodies
     cdef unsigned long long _v0[3]          # the defaults as C integers, when they are valid
     cdef bint _fast                         # bytes items with valid defaults need no per-item checks
+    cdef char _head0[48]                    # _fast: b"put <priority> <delay> <ttr> ", the head but the size
+    cdef Py_ssize_t _head0_len
 
     def __init__(self, items, priority, delay, ttr, encoding, window):
         cdef unsigned long long v[3]
+        cdef Py_ssize_t i
         self._priority, self._delay, self._ttr, self._encoding = priority, delay, ttr, encoding
         self._window = window if window > 1 else 1
         self._fast = True
@@ -205,8 +208,11 @@ cdef class _PutWindows(_Windows):
             _u32(ttr, "ttr", &self._v0[2])
         except (InvalidArgument, InvalidType):
             self._fast = False      # each item then reports the bad default, as the pure core does
+        if self._fast:
+            self._head0_len = _put_head(self._head0, self._v0, 0) - 3      # less "0\r\n"
         if isinstance(items, (list, tuple)):
-            for i, item in enumerate(items):        # check the whole sequence first
+            for i in range(len(items)):         # check the whole sequence first
+                item = items[i]
                 if not (self._fast and PyBytes_CheckExact(item)):
                     _put_item(item, priority, delay, ttr, encoding, i, v)
         self._it = iter(items)
@@ -219,6 +225,23 @@ cdef class _PutWindows(_Windows):
         self._len = 0
         for item in self._it:
             if self._fast and PyBytes_CheckExact(item):
+                size = PyBytes_GET_SIZE(item)
+                if size < C_BIG_BODY:       # the common case: the defaults' head and the size
+                    self._reserve(self._head0_len + 24 + size + 2)
+                    memcpy(self._buf + self._len, self._head0, self._head0_len)
+                    self._len += self._head0_len
+                    self._len += _fmt_u64(self._buf + self._len, <unsigned long long>size)
+                    self._buf[self._len] = b'\r'
+                    self._buf[self._len + 1] = b'\n'
+                    memcpy(self._buf + self._len + 2, PyBytes_AS_STRING(item), size)
+                    self._buf[self._len + 2 + size] = b'\r'
+                    self._buf[self._len + 3 + size] = b'\n'
+                    self._len += size + 4
+                    self._count += 1
+                    n += 1
+                    if n >= self._window or self._len - seg + big >= C_WINDOW_BYTES:
+                        break
+                    continue
                 body = item
                 v[0] = self._v0[0]
                 v[1] = self._v0[1]
