@@ -31,6 +31,10 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
+    ctypedef int (*setattrofunc)(object o, object name, object value) except -1
+    ctypedef struct _SetattroType "PyTypeObject":
+        setattrofunc tp_setattro
+    int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
 CORE_API = 10
 

@@ -16,6 +16,7 @@ cdef object _make_job(tuple job, object jid, object body):
     # A job as Batch's job says: cls.__new__(cls), then its attributes in order (checked by Batch).
     cdef type cls = <type>job[0]
     cdef tuple pair
+    cdef bint generic = (<_SetattroType *>cls).tp_setattro == <setattrofunc>PyObject_GenericSetAttr
     made = (<PyTypeObject *>cls).tp_new(cls, <PyObject *>(), NULL)
     for pair in <tuple>job[1]:
         value = pair[1]
@@ -23,7 +24,10 @@ cdef object _make_job(tuple job, object jid, object body):
             value = jid
         elif value is _JOB_BODY:
             value = body
-        PyObject_SetAttr(made, pair[0], value)
+        if generic:     # what PyObject_SetAttr calls then, less its checks of the name (str, checked)
+            PyObject_GenericSetAttr(made, pair[0], value)
+        else:
+            PyObject_SetAttr(made, pair[0], value)
     return made
 
 

@@ -255,6 +255,11 @@ class _Made:
         raise AssertionError("a Batch's job is made without __init__")
 
 
+class _Logged:
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, ("set", value))
+
+
 def test_batch_makes_jobs(impl):
     # job=(class, ((name, value), ...)): each job an instance with those attributes, in order,
     # JOB_ID and JOB_BODY standing for its own; any other reply as without it.
@@ -273,6 +278,11 @@ def test_batch_makes_jobs(impl):
             (CORRUPT, (b"RESERVED", b"7", b"1"), b"c"), (b"DEADLINE_SOON", (), None),
             [("conn", "c"), ("jid", 8), ("_body", b""), ("body_bytes", b""), ("tag", 1)]], how
         assert (batch.bad, batch.stop, batch.job) == (2, True, job)
+    reader = impl.ReplyReader()     # a class of its own __setattr__ gets every attribute through it
+    reader.feed(b"RESERVED 5 2\r\nab\r\n")
+    got = []
+    impl.Batch(impl.KIND_JOB, 1, got, None, True, None, (_Logged, (("jid", JOB_ID), ("x", 2)))).feed(reader)
+    assert type(got[0]) is _Logged and vars(got[0]) == {"jid": ("set", 5), "x": ("set", 2)}
     for bad in [(_Made,), [_Made, ()], ("_Made", ()), (_Made, [("a", 1)]), (_Made, (("a",),)), (_Made, ((1, 2),))]:
         with pytest.raises(TypeError):
             impl.Batch(impl.KIND_JOB, 1, [], None, True, None, bad)
