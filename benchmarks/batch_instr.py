@@ -2,13 +2,16 @@
 reserve_many+delete_many at a given number of jobs per call.
 
     python benchmarks/batch_instr.py [--batch 100,500,2000] [--rows put_many,reserve_delete_many]
-                                     [--n JOBS] [--core cython|python] [--checkout DIR] [--keep DIR]
+                                     [--n JOBS] [--core cython|python] [--cpu N] [--checkout DIR] [--keep DIR]
 
 Starts a beanstalkd, then for each (row, batch) runs the client under ``valgrind --tool=callgrind``
 twice, with N and 11 N jobs, and prints (instructions(11 N) - instructions(N)) / 10 N: the
 instructions of one job, start-up excluded. The rows are those of compare.py (``encoding=None``,
 100-byte bodies; reserve+delete reads each job's ``body``, as its clients do); the jobs a
-reserve row takes are put beforehand by a process outside valgrind. ``--checkout``: a folder
+reserve row takes are put beforehand by a process outside valgrind. The server and the client
+share one CPU (``--cpu``, default 0), as in compare.py's one-CPU placement: the client then finds
+a window's replies all there after its yield, as it does outside valgrind (on separate CPUs the
+slowed-down client would read them in many small receives). ``--checkout``: a folder
 holding a built ``beanstalkc_fast`` to measure (default: this one). ``--keep``: keep the
 callgrind files there (``.1n`` and ``.11n``: subtract per function what ``callgrind_annotate``
 gives for each; build the core unstripped to see its functions). Instruction counts are deterministic enough on a noisy
@@ -72,6 +75,10 @@ def env_of(checkout, core):
     return env
 
 
+def pinned(cpu):
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 def instructions(args, row, n, port, batch, tube, keep=None):
     env = env_of(args.checkout, args.core)
     argv = [row, str(n), str(port), str(batch), tube]
@@ -81,7 +88,8 @@ def instructions(args, row, n, port, batch, tube, keep=None):
         out = os.path.join(tmp, "cg.out")
         run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
                               CHILD] + argv, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, cwd=args.checkout)  # '' first on sys.path: the checkout
+                             stderr=subprocess.PIPE, text=True, cwd=args.checkout,    # '' first on sys.path: the checkout
+                             preexec_fn=pinned(args.cpu))
         if run.returncode:
             raise RuntimeError("%s %d: %s" % (row, n, run.stderr[-3000:]))
         if keep:
@@ -100,12 +108,13 @@ def main():
     ap.add_argument("--rows", default="put_many,reserve_delete_many")
     ap.add_argument("--n", type=int, default=0, help="N (default: 10 calls' worth, at least 4,000 jobs)")
     ap.add_argument("--core", default="cython", choices=("cython", "python"))
+    ap.add_argument("--cpu", type=int, default=0, help="the CPU of the server and the client (default 0)")
     ap.add_argument("--checkout", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap.add_argument("--keep", default=None, help="folder to copy the callgrind files to")
     args = ap.parse_args()
     args.checkout = os.path.abspath(args.checkout)
     port = free_port()
-    server = subprocess.Popen(["beanstalkd", "-l", "127.0.0.1", "-p", str(port)])
+    server = subprocess.Popen(["beanstalkd", "-l", "127.0.0.1", "-p", str(port)], preexec_fn=pinned(args.cpu))
     tubes = iter(range(1, 1 << 30))
     try:
         time.sleep(0.3)
