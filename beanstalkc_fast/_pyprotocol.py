@@ -802,7 +802,23 @@ class Protocol:
         return batch.bad
 
     def _read_many(self, n, results, kind, status):
-        return self.read_batch(Batch(kind, n, results, status)) if n else 0
+        if not n:
+            return 0
+        if kind != KIND_STATUS:
+            return self.read_batch(Batch(kind, n, results, status))
+        # A window of job commands (delete_many...) whose replies are not all there after the
+        # give-way: yield again before each further receive instead of sleeping in recv, where
+        # each reply would wake us (beanstalkd's deletes slow down with the jobs a connection
+        # holds: a window of 1,000 outlasts a time slice). Not for puts: there it costs the
+        # server CPU (benchmarks/batch_sizes.md). The compiled core does the same.
+        batch = Batch(kind, n, results, status)
+        reader = self._reader
+        if not batch.feed(reader):
+            self._fill()
+            while not batch.feed(reader):
+                _give_way()
+                self._fill()
+        return batch.bad
 
     def _pipeline(self, windows, results, kind, status):
         """Send each (chunks, n) window of ``windows`` before reading the replies of the
