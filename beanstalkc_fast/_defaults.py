@@ -29,6 +29,11 @@ DEFAULT_TTR = 120
 #: The reserve answered at once: what is ready now, or TIMED_OUT.
 RESERVE0 = b"reserve-with-timeout 0\r\n"
 
+#: In the attributes of a Batch's ``job`` (a class and its attributes, for the core to make a
+#: job of each RESERVED reply without running ``__init__``): each job's own id, and its body.
+JOB_ID = object()
+JOB_BODY = object()
+
 # After writing a batch window, yield the CPU, so that a server on the same CPU answers the whole
 # window before this client wakes up (else: a wake-up every few replies).
 give_way = getattr(os, "sched_yield", lambda: None)

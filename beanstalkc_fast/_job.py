@@ -3,6 +3,7 @@
 Each driver's ``Job`` builds on ``JobData`` and adds its own methods (plain calls or
 coroutines); neither subclasses the other.
 """
+from ._defaults import JOB_BODY, JOB_ID
 from .exceptions import InvalidType
 
 TYPE_CHECKING = False
@@ -39,6 +40,16 @@ class JobData:
             except TypeError:
                 raise InvalidType("job body must be str, bytes-like or None, not %s" % type(body).__name__) from None
             self._body = _UNDECODED
+
+    @classmethod
+    def _maker(cls, conn: "Any", *extra: "Any") -> "Any":
+        """The ``job`` of a core's Batch of reserves: reserved jobs of this class made by the
+        core, without a call of ``__init__`` per job, with the attributes it would set, in its
+        order (then the ``(name, value)`` pairs of ``extra``). With ``encoding=None`` the body
+        is its bytes already (``body`` would decode nothing)."""
+        body = JOB_BODY if getattr(conn, "_encoding", "utf-8") is None else _UNDECODED
+        return cls, (("conn", conn), ("jid", JOB_ID), ("reserved", True), ("_body", body),
+                     ("body_bytes", JOB_BODY)) + extra
 
     @property
     def body(self) -> "Union[str, bytes, None]":

@@ -22,10 +22,10 @@ from collections import deque
 from itertools import chain, repeat
 from operator import attrgetter
 
-from ._defaults import RESERVE0 as _RESERVE0, give_way as _give_way
+from ._defaults import JOB_BODY as _JOB_BODY, JOB_ID as _JOB_ID, RESERVE0 as _RESERVE0, give_way as _give_way
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 10
+CORE_API = 11
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -509,14 +509,21 @@ class Batch:
     there), any other reply as it is; ``bad`` counts those. ``reserves``: a window of reserves,
     where TIMED_OUT is dropped and any reply that is not a job sets ``stop`` (no window should
     follow). ``stop_at``: a reply with that status ends the window early (``stopped``; the
-    replies after it are not read). ``n`` counts the replies still due.
+    replies after it are not read). ``n`` counts the replies still due. ``job``, for KIND_JOB:
+    ``(cls, ((name, value), ...))`` makes each job an instance of ``cls`` (``cls.__new__``, no
+    ``__init__``) with those attributes set in order, JOB_ID and JOB_BODY standing for its id
+    and body, instead of ``(jid, body)``.
     """
 
-    __slots__ = ("kind", "n", "results", "status", "reserves", "stop_at", "bad", "stop", "stopped")
+    __slots__ = ("kind", "n", "results", "status", "reserves", "stop_at", "bad", "stop", "stopped", "job")
 
-    def __init__(self, kind, n, results, status=None, reserves=False, stop_at=None):
+    def __init__(self, kind, n, results, status=None, reserves=False, stop_at=None, job=None):
         if kind == KIND_STATUS and status is None:
             raise ValueError("take(KIND_STATUS) needs the status")
+        if job is not None and not (type(job) is tuple and len(job) == 2 and isinstance(job[0], type)
+                                    and type(job[1]) is tuple and all(type(a) is tuple and len(a) == 2
+                                                                      and type(a[0]) is str for a in job[1])):
+            raise TypeError("job must be None or (class, ((name, value), ...))")
         self.kind = kind
         self.n = n
         self.results = results
@@ -526,12 +533,16 @@ class Batch:
         self.bad = 0
         self.stop = False
         self.stopped = False
+        self.job = job
 
     def feed(self, reader):
         """Take the replies ``reader`` holds; return True once the window is read."""
         kind, status, results = self.kind, self.status, self.results
         while self.n > 0:
-            self.n -= reader.take(kind, self.n, results, status)
+            taken = reader.take(kind, self.n, results, status)
+            self.n -= taken
+            if taken and self.job is not None and kind == KIND_JOB:
+                results[-taken:] = [_make_job(self.job, jid, body) for jid, body in results[-taken:]]
             if self.n <= 0:
                 break
             reply = reader.gets()
@@ -557,6 +568,15 @@ def pairs(cls, first, values):
     if cls is tuple or not issubclass(cls, tuple):
         raise TypeError("pairs() needs a subclass of tuple, not %r" % (cls,))
     return list(map(tuple.__new__, repeat(cls), zip(repeat(first), values)))
+
+
+def _make_job(job, jid, body):
+    cls, attrs = job
+    made = cls.__new__(cls)
+    for name, value in attrs:
+        setattr(made, name, jid if value is _JOB_ID else body if value is _JOB_BODY else value)
+    return made
+
 
 # -- YAML -------------------------------------------------------------------------
 
@@ -790,7 +810,23 @@ class Protocol:
         return batch.bad
 
     def _read_many(self, n, results, kind, status):
-        return self.read_batch(Batch(kind, n, results, status)) if n else 0
+        if not n:
+            return 0
+        if kind != KIND_STATUS:
+            return self.read_batch(Batch(kind, n, results, status))
+        # A window of job commands (delete_many...) whose replies are not all there after the
+        # give-way: yield again before each further receive instead of sleeping in recv, where
+        # each reply would wake us (beanstalkd's deletes slow down with the jobs a connection
+        # holds: a window of 1,000 outlasts a time slice). Not for puts: there it costs the
+        # server CPU (benchmarks/batch_sizes.md). The compiled core does the same.
+        batch = Batch(kind, n, results, status)
+        reader = self._reader
+        if not batch.feed(reader):
+            self._fill()
+            while not batch.feed(reader):
+                _give_way()
+                self._fill()
+        return batch.bad
 
     def _pipeline(self, windows, results, kind, status):
         """Send each (chunks, n) window of ``windows`` before reading the replies of the
@@ -824,11 +860,12 @@ class Protocol:
         Appends None per bare ``ok`` reply, else the reply; returns the number of those."""
         return self._pipeline(job_windows(items, template, args, self.window), results, KIND_STATUS, ok)
 
-    def reserve_many(self, n, first_command, results, wait=-1):
+    def reserve_many(self, n, first_command, results, wait=-1, job=None):
         """Send ``first_command`` (a reserve that may wait) and, in the same write,
         ``reserve-with-timeout 0`` up to a window; more windows follow while every reply is a
-        job (or a corrupt one), until ``n`` replies. Appends ``(jid, body)`` per job (as reserve())
-        and any other reply but TIMED_OUT as it is; returns how many of those."""
+        job (or a corrupt one), until ``n`` replies. Appends ``(jid, body)`` per job (as reserve()),
+        or a job made as Batch's ``job`` says, and any other reply but TIMED_OUT as it is;
+        returns how many of those."""
         left = max(n, 1)
         first = first_command
         bad = 0
@@ -839,7 +876,7 @@ class Protocol:
             first = None
             _give_way()
             left -= k
-            batch = Batch(KIND_JOB, k, results, None, True)
+            batch = Batch(KIND_JOB, k, results, None, True, None, job)
             try:
                 bad += self.read_batch(batch)   # every reply of the window is read, even after a stop
             finally:

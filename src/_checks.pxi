@@ -51,7 +51,20 @@ cdef int _jid_value(object value, unsigned long long *out) except -1:
 
 
 cdef int _jid(object value, Py_ssize_t index, unsigned long long *out) except -1:
-    # check_jid for a batch item: errors name the item's index
+    # check_jid for a batch item: errors name the item's index. A Job's plain int jid is read
+    # here, without a call of check_jid per item; anything else goes through it (same errors).
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(value) and not isinstance(value, (str, bytes)):
+        try:
+            jid = getattr(value, "jid")
+        except Exception:
+            jid = None
+        if PyLong_CheckExact(jid):
+            v = PyLong_AsLongLongAndOverflow(jid, &overflow)
+            if overflow == 0 and v >= 0:
+                out[0] = <unsigned long long>v
+                return 0
     try:
         _jid_value(value, out)
     except (InvalidArgument, InvalidType) as err:

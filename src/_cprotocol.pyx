@@ -14,7 +14,7 @@ from cpython.long cimport (PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLo
                            PyLong_FromLongLong)
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyObject_SetAttr, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_REFCNT
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.string cimport memchr, memcmp, memcpy, memmove
@@ -22,6 +22,7 @@ from libc.string cimport memchr, memcmp, memcpy, memmove
 import os as _os
 import sys as _sys
 
+from beanstalkc_fast import _defaults
 from beanstalkc_fast.exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
 cdef extern from "Python.h":
@@ -31,8 +32,12 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
     object PyType_GenericAlloc(type t, Py_ssize_t nitems)
+    ctypedef int (*setattrofunc)(object o, object name, object value) except -1
+    ctypedef struct _SetattroType "PyTypeObject":
+        setattrofunc tp_setattro
+    int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
-CORE_API = 10
+CORE_API = 11
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -76,6 +81,8 @@ cdef tuple _STATUSES = (
 cdef bytes _RESERVE0 = b"reserve-with-timeout 0\r\n"
 cdef bytes _CRLF = b"\r\n"
 cdef object _sched_yield = getattr(_os, "sched_yield", None)
+cdef object _JOB_ID = _defaults.JOB_ID         # in a Batch's job: each job's id, and its body
+cdef object _JOB_BODY = _defaults.JOB_BODY
 
 
 cdef inline int _give_way() except -1:

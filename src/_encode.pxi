@@ -193,9 +193,12 @@ cdef class _PutWindows(_Windows):
     cdef object _encoding                   # for str bodies
     cdef unsigned long long _v0[3]          # the defaults as C integers, when they are valid
     cdef bint _fast                         # bytes items with valid defaults need no per-item checks
+    cdef char _head0[48]                    # _fast: b"put <priority> <delay> <ttr> ", the head but the size
+    cdef Py_ssize_t _head0_len
 
     def __init__(self, items, priority, delay, ttr, encoding, window):
         cdef unsigned long long v[3]
+        cdef Py_ssize_t i
         self._priority, self._delay, self._ttr, self._encoding = priority, delay, ttr, encoding
         self._window = window if window > 1 else 1
         self._fast = True
@@ -205,8 +208,11 @@ cdef class _PutWindows(_Windows):
             _u32(ttr, "ttr", &self._v0[2])
         except (InvalidArgument, InvalidType):
             self._fast = False      # each item then reports the bad default, as the pure core does
+        if self._fast:
+            self._head0_len = _put_head(self._head0, self._v0, 0) - 3      # less "0\r\n"
         if isinstance(items, (list, tuple)):
-            for i, item in enumerate(items):        # check the whole sequence first
+            for i in range(len(items)):         # check the whole sequence first
+                item = items[i]
                 if not (self._fast and PyBytes_CheckExact(item)):
                     _put_item(item, priority, delay, ttr, encoding, i, v)
         self._it = iter(items)
@@ -219,6 +225,23 @@ cdef class _PutWindows(_Windows):
         self._len = 0
         for item in self._it:
             if self._fast and PyBytes_CheckExact(item):
+                size = PyBytes_GET_SIZE(item)
+                if size < C_BIG_BODY:       # the common case: the defaults' head and the size
+                    self._reserve(self._head0_len + 24 + size + 2)
+                    memcpy(self._buf + self._len, self._head0, self._head0_len)
+                    self._len += self._head0_len
+                    self._len += _fmt_u64(self._buf + self._len, <unsigned long long>size)
+                    self._buf[self._len] = b'\r'
+                    self._buf[self._len + 1] = b'\n'
+                    memcpy(self._buf + self._len + 2, PyBytes_AS_STRING(item), size)
+                    self._buf[self._len + 2 + size] = b'\r'
+                    self._buf[self._len + 3 + size] = b'\n'
+                    self._len += size + 4
+                    self._count += 1
+                    n += 1
+                    if n >= self._window or self._len - seg + big >= C_WINDOW_BYTES:
+                        break
+                    continue
                 body = item
                 v[0] = self._v0[0]
                 v[1] = self._v0[1]
@@ -263,15 +286,20 @@ cdef class _PutWindows(_Windows):
 cdef class _JobWindows(_Windows):
     cdef object _template, _args            # each command is template % ((jid,) + args)
     cdef bytes _prefix, _suffix             # or prefix + digits + suffix, when the prefix has no '%'
+    cdef unsigned long long *_jids          # a list's or tuple's ids, checked up front (PyMem_Malloc'd); else NULL
+    cdef Py_ssize_t _njids                  # how many _jids holds
 
     def __init__(self, items, template, args, window):
-        cdef unsigned long long jid
-        cdef Py_ssize_t k
+        cdef Py_ssize_t k, i
         self._template, self._args = template, args
         self._window = window if window > 1 else 1
-        if isinstance(items, (list, tuple)):
+        if isinstance(items, (list, tuple)):    # checked whole before a byte is sent, and read once
+            self._jids = <unsigned long long *>PyMem_Malloc(len(items) * sizeof(unsigned long long) + 1)
+            if self._jids == NULL:
+                raise MemoryError()
             for i, item in enumerate(items):
-                _jid(item, i, &jid)
+                _jid(item, i, &self._jids[i])
+            self._njids = len(items)
         if type(template) is bytes and type(args) is tuple:
             k = template.find(b"%d")
             if k >= 0 and template.find(b"%", 0, k) < 0:
@@ -282,13 +310,26 @@ cdef class _JobWindows(_Windows):
                     self._suffix = None
         self._it = iter(items)
 
+    def __dealloc__(self):
+        PyMem_Free(self._jids)
+        self._jids = NULL
+
     cdef object _next_window(self):
         cdef Py_ssize_t n = 0, plen, slen
         cdef unsigned long long jid
         cdef bytes line
         self._len = 0
-        for item in self._it:
-            _jid(item, self._count, &jid)
+        while n < self._window:
+            if self._jids != NULL:
+                if self._count >= self._njids:
+                    break
+                jid = self._jids[self._count]
+            else:
+                try:
+                    item = next(self._it)
+                except StopIteration:
+                    break
+                _jid(item, self._count, &jid)
             if self._suffix is not None:
                 plen = PyBytes_GET_SIZE(self._prefix)
                 slen = PyBytes_GET_SIZE(self._suffix)
@@ -303,8 +344,6 @@ cdef class _JobWindows(_Windows):
                 self._write(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
             self._count += 1
             n += 1
-            if n >= self._window:
-                break
         if not n:
             return None
         return ([PyBytes_FromStringAndSize(self._buf, self._len)], n)

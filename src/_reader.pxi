@@ -1,5 +1,36 @@
 # -- reader: replies out of buffered bytes, no I/O (see _pyprotocol.ReplyReader) ----------
 
+cdef bint _plain_status(const char *s, Py_ssize_t n):
+    # A status _parse reads as one token with no body: the bare form is then all there is to match.
+    cdef Py_ssize_t i
+    if n == 0 or (n == 2 and memcmp(s, b"OK", 2) == 0) or (n == 8 and memcmp(s, b"RESERVED", 8) == 0) or (
+            n == 5 and memcmp(s, b"FOUND", 5) == 0):
+        return False
+    for i in range(n):
+        if _isspace(s[i]):
+            return False
+    return True
+
+
+cdef object _make_job(tuple job, object jid, object body):
+    # A job as Batch's job says: cls.__new__(cls), then its attributes in order (checked by Batch).
+    cdef type cls = <type>job[0]
+    cdef tuple pair
+    cdef bint generic = (<_SetattroType *>cls).tp_setattro == <setattrofunc>PyObject_GenericSetAttr
+    made = (<PyTypeObject *>cls).tp_new(cls, <PyObject *>(), NULL)
+    for pair in <tuple>job[1]:
+        value = pair[1]
+        if value is _JOB_ID:
+            value = jid
+        elif value is _JOB_BODY:
+            value = body
+        if generic:     # what PyObject_SetAttr calls then, less its checks of the name (str, checked)
+            PyObject_GenericSetAttr(made, pair[0], value)
+        else:
+            PyObject_SetAttr(made, pair[0], value)
+    return made
+
+
 cdef class ReplyReader:
     # binding=False keeps the import cheap; a clinic-style first line gives inspect the signature
     """ReplyReader(max_line=1024)
@@ -89,12 +120,16 @@ cdef class ReplyReader:
             raise ValueError("take(KIND_STATUS) needs the status")
         return self._take(kind, n, results, status)
 
-    cdef Py_ssize_t _take(self, int kind, Py_ssize_t n, list results, bytes status) except -1:
-        """Append the values of up to n buffered replies of kind; stop at another kind or need-more."""
+    cdef Py_ssize_t _take(self, int kind, Py_ssize_t n, list results, bytes status, tuple job=None) except -1:
+        """Append the values of up to n buffered replies of kind; stop at another kind or need-more.
+        job: KIND_JOB's jobs are made as Batch's job says."""
         cdef Py_ssize_t taken = 0
         if kind == C_KIND_JOB and status is None:
             status = b"RESERVED"
-        while taken < n and self._parse():
+        while taken < n:
+            taken += self._take_plain(kind, n - taken, results, status, job)
+            if taken >= n or not self._parse():
+                break
             if kind == C_KIND_INSERTED:
                 value = self._inserted()
                 if value is None:
@@ -105,7 +140,7 @@ cdef class ReplyReader:
                 self._consume()
                 value = None
             elif kind == C_KIND_JOB:
-                value = self._job(status)
+                value = self._job(status) if job is None else self._made_job(status, job)
                 if value is None:
                     break
             elif kind == C_KIND_BODY:
@@ -115,6 +150,75 @@ cdef class ReplyReader:
                 self._consume()
             else:
                 value = self._reply()
+            results.append(value)
+            taken += 1
+        return taken
+
+    cdef Py_ssize_t _take_plain(self, int kind, Py_ssize_t n, list results, bytes status, tuple job) except -1:
+        """_take's fast lane: up to n replies of kind in their one plain form (INSERTED <id>, the
+        bare status, a job with its whole body and 1-18 digit numbers), read without _parse's
+        tokenizing; anything else (or a reply not whole yet) is left to _parse, as is every reply
+        of another kind or status."""
+        cdef Py_ssize_t taken = 0, pos, end, i, j, k, m, size, slen = 0, nxt
+        cdef const char *buf
+        cdef const char *s = NULL
+        if self._need:
+            return 0
+        if kind == C_KIND_STATUS or kind == C_KIND_JOB:
+            if status is None:
+                return 0
+            s = PyBytes_AS_STRING(status)
+            slen = PyBytes_GET_SIZE(status)
+            if kind == C_KIND_JOB:      # _parse reads a body only after these
+                if not ((slen == 8 and memcmp(s, b"RESERVED", 8) == 0) or (slen == 5 and memcmp(s, b"FOUND", 5) == 0)):
+                    return 0
+            elif not _plain_status(s, slen):
+                return 0
+        elif kind != C_KIND_INSERTED:
+            return 0
+        while taken < n:
+            buf = self._buf
+            pos = self._start
+            end = self._end
+            if kind == C_KIND_INSERTED:
+                if end - pos < 12 or memcmp(buf + pos, b"INSERTED ", 9) != 0:
+                    break
+                i = j = pos + 9
+                while j < end and j - i < 18 and _isdigit(buf[j]):
+                    j += 1
+                if j == i or j + 1 >= end or buf[j] != b'\r' or buf[j + 1] != b'\n' or j - pos > self._max_line:
+                    break
+                nxt = j + 2
+                value = PyLong_FromLongLong(_digits_value(buf + i, j - i))
+                self._start = nxt
+            elif kind == C_KIND_STATUS:
+                if (end - pos < slen + 2 or memcmp(buf + pos, s, slen) != 0 or buf[pos + slen] != b'\r'
+                        or buf[pos + slen + 1] != b'\n' or slen > self._max_line):
+                    break
+                self._start = pos + slen + 2
+                value = None
+            else:
+                if end - pos < slen + 6 or memcmp(buf + pos, s, slen) != 0 or buf[pos + slen] != b' ':
+                    break
+                i = j = pos + slen + 1
+                while j < end and j - i < 18 and _isdigit(buf[j]):
+                    j += 1
+                if j == i or j >= end or buf[j] != b' ':
+                    break
+                k = m = j + 1
+                while m < end and m - k < 18 and _isdigit(buf[m]):
+                    m += 1
+                if m == k or m + 1 >= end or buf[m] != b'\r' or buf[m + 1] != b'\n' or m - pos > self._max_line:
+                    break
+                size = <Py_ssize_t>_digits_value(buf + k, m - k)
+                if size > end - (m + 2) - 2 or buf[m + 2 + size] != b'\r' or buf[m + 3 + size] != b'\n':
+                    break       # not whole yet, or corrupt: _parse's
+                jid = PyLong_FromLongLong(_digits_value(buf + i, j - i))
+                body = PyBytes_FromStringAndSize(buf + m + 2, size)
+                self._start = m + 4 + size
+                value = (jid, body) if job is None else _make_job(job, jid, body)
+            if self._start == self._end:
+                self._start = self._end = 0
             results.append(value)
             taken += 1
         return taken
@@ -253,6 +357,15 @@ cdef class ReplyReader:
             return job
         return None
 
+    cdef object _made_job(self, bytes status, tuple job):
+        """_job(status), made into a job as Batch's job says."""
+        if self._ntok == 3 and not self._corrupt and self._tok_is(0, status) and _all_digits(self._buf + self._tok[1], self._tlen[1]):
+            jid = _digits_int(self._buf + self._tok[1], self._tlen[1])
+            body = PyBytes_FromStringAndSize(self._buf + self._body, self._body_len)
+            self._consume()
+            return _make_job(job, jid, body)
+        return None
+
     cdef object _reply(self):
         """The (status, args, body) tuple of the parsed reply; consumes it."""
         cdef char *buf = self._buf
@@ -281,7 +394,7 @@ cdef class ReplyReader:
 
 
 cdef class Batch:
-    """Batch(kind, n, results, status=None, reserves=False, stop_at=None)
+    """Batch(kind, n, results, status=None, reserves=False, stop_at=None, job=None)
 --
 
 """
@@ -294,10 +407,19 @@ cdef class Batch:
     cdef public Py_ssize_t bad              # replies not of kind, appended as they are
     cdef public bint stop                   # reserves: a reply that is not a job came
     cdef public bint stopped                # the window ended early at stop_at
+    cdef readonly object job                # KIND_JOB: None ((jid, body)), or (class, ((name, value), ...)) to make
+    cdef tuple _job                         # job, when given (checked)
 
-    def __init__(self, int kind, Py_ssize_t n, list results, status=None, reserves=False, stop_at=None):
+    def __init__(self, int kind, Py_ssize_t n, list results, status=None, reserves=False, stop_at=None, job=None):
         if kind == C_KIND_STATUS and status is None:
             raise ValueError("take(KIND_STATUS) needs the status")
+        if job is not None:
+            if not (type(job) is tuple and len(job) == 2 and isinstance(job[0], type) and type(job[1]) is tuple
+                    and all(type(a) is tuple and len(a) == 2 and type(a[0]) is str for a in job[1])
+                    and (<PyTypeObject *>job[0]).tp_new != NULL):
+                raise TypeError("job must be None or (class, ((name, value), ...))")
+            self._job = job
+        self.job = job
         self.kind = kind
         self.n = n
         self.results = results
@@ -314,7 +436,7 @@ cdef class Batch:
     cdef bint _feed(self, ReplyReader r) except -1:
         cdef bint stopping
         while self.n > 0:
-            self.n -= r._take(self.kind, self.n, self.results, self.status)
+            self.n -= r._take(self.kind, self.n, self.results, self.status, self._job)
             if self.n <= 0:
                 break
             if not r._parse():

@@ -413,6 +413,31 @@ def test_reserve_many_waits_for_the_first(conn, make_conn, tube):
     conn.delete_many(jobs)
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", None])
+def test_reserve_many_jobs_are_what_job_makes(make_conn, tube, encoding):
+    # The core makes reserve_many's Jobs without running __init__ (Job._maker): the same attributes in
+    # the same order, the same body and behaviour as Job(conn, jid, body).
+    c = make_conn(encoding=encoding)
+    c.use(tube)
+    c.watch(tube)
+    raws = [b"a\xc3\xa9", b"b"]
+    ids = c.put_many(raws)
+    jobs = c.reserve_many(2)
+    for job, jid, raw in zip(jobs, ids, raws):
+        made = beanstalkc_fast.Job(c, jid, raw)
+        assert type(job) is beanstalkc_fast.Job and list(vars(job)) == list(vars(made))
+        assert (job.conn, job.jid, job.reserved, job.body_bytes) == (c, jid, True, raw)
+        assert job.body == made.body == (raw if encoding is None else raw.decode())
+    jobs[0].bury()
+    assert jobs[0].reserved is False and jobs[0].stats()["state"] == "buried"
+    jobs[0].kick()
+    jobs[1].body = "new"
+    assert (jobs[1].body, jobs[1].body_bytes) == ("new", b"new")
+    c.delete_many(jobs)
+    assert [j.reserved for j in jobs] == [False, False]
+    assert c.stats_tube(tube)["current-jobs-ready"] == 0
+
+
 def test_reserve_many_none(conn):
     assert conn.reserve_many(10) == []
     start = time.monotonic()

@@ -267,6 +267,36 @@ def test_job_windows(impl):
         list(impl.job_windows(iter(["1"]), b"delete %d\r\n", ()))
 
 
+class _Jid:
+    def __init__(self, jid):
+        self._jid = jid
+
+    @property
+    def jid(self):
+        if isinstance(self._jid, Exception):
+            raise self._jid
+        return self._jid
+
+
+class _Index:
+    def __index__(self):
+        return 9
+
+
+@pytest.mark.parametrize("how", [list, tuple, iter])
+def test_job_windows_of_objects(impl, how):
+    # An item's jid is read as check_jid reads it, with the same errors, in a sequence or an iterator.
+    good = [_Jid(3), _Jid(True), _Jid(_Index()), _Jid(2 ** 64 - 1), Job(None, 42, b"x")]
+    assert joined(impl.job_windows(how(good), b"delete %d\r\n", ())) == [
+        (b"".join(b"delete %d\r\n" % j for j in (3, 1, 9, 2 ** 64 - 1, 42)), 5)]
+    for bad, exc in [(_Jid(-1), InvalidArgument), (_Jid(2 ** 64), InvalidArgument), (_Jid("5"), InvalidType),
+                     (_Jid(1.0), InvalidType), (_Jid(None), InvalidType), (_Jid(KeyError("k")), KeyError),
+                     (_Jid(AttributeError("a")), InvalidType), (b"5", InvalidType), (object(), InvalidType)]:
+        with pytest.raises(exc) as err:
+            list(impl.job_windows(how([7, bad]), b"delete %d\r\n", ()))
+        assert exc is KeyError or "item 1" in str(err.value)
+
+
 def test_put_chunks_and_encode_job(impl):
     assert impl.put_chunks(b"ab", 1, 2, 3) == [b"put 1 2 3 2\r\nab\r\n"]
     chunks = impl.put_chunks(BIG, 1, 2, 3)

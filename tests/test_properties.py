@@ -329,3 +329,42 @@ def test_fuzz_in_a_subprocess(impl, seed, tmp_path):
     assert proc.returncode == 0, "fuzz of %s crashed (rc=%d):\n%s" % (impl.__name__, proc.returncode,
                                                                       proc.stderr[-3000:])
     assert proc.stdout.strip() == "ok 6000"
+
+
+# -- typed take(): the fast lane of plain replies and _parse's path agree --------------------------
+
+_take_stream = st.lists(st.sampled_from([b"INSERTED ", b"INSERTED 7\r\n", b"DELETED", b"DELETED\r\n", b"RESERVED ",
+                                         b"RESERVED 5 3\r\nabc\r\n", b"FOUND ", b"OK", b" ", b"\t", b"\r\n", b"\r",
+                                         b"1", b"0", b"12", b"999999999999999999", b"1234567890123456789", b"3",
+                                         b"abc", b"x"]), max_size=60).map(b"".join)
+_take_kinds = st.sampled_from([("KIND_INSERTED", None), ("KIND_STATUS", b"DELETED"), ("KIND_STATUS", b"RELEASED"),
+                               ("KIND_JOB", None), ("KIND_JOB", b"FOUND"), ("KIND_BODY", None)])
+
+
+def take_outcome(module, chunks, kind, status):
+    """Feed chunks; after each, take() up to 3 at a time, else gets() one; return what came and how it ended."""
+    reader = module.ReplyReader()
+    got = []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            while True:
+                if reader.take(getattr(module, kind), 3, got, status):
+                    continue
+                reply = reader.gets()
+                if reply is None:
+                    break
+                got.append(("other", reply))
+    except ProtocolError:
+        return got, ProtocolError, None
+    return got, None, len(reader)
+
+
+@SETTINGS
+@given(data=_take_stream | st.lists(valid_reply(), max_size=8).map(lambda rs: b"".join(r for r, _ in rs)),
+       cuts=st.lists(st.integers(min_value=0, max_value=10 ** 6), max_size=10), kind=_take_kinds)
+@example(data=b"INSERTED 1234567890123456789\r\nINSERTED 7\r\n", cuts=[], kind=("KIND_INSERTED", None))
+@example(data=b"RESERVED 5 3\r\nabcXYRESERVED 5 3\r\nabc\r\n", cuts=[20], kind=("KIND_JOB", None))
+@example(data=b"DELETED \r\nDELETED\r\n", cuts=[3], kind=("KIND_STATUS", b"DELETED"))
+def test_take_agrees_with_the_pure_core_in_any_split(impl, data, cuts, kind):
+    assert take_outcome(impl, split(data, cuts), *kind) == take_outcome(_pyprotocol, [data], *kind)

@@ -250,6 +250,44 @@ def test_batch_reads_one_window(impl, case):
         assert batch.results is got and batch.n == (0 if not stopped else n - len(results))
 
 
+class _Made:
+    def __init__(self):
+        raise AssertionError("a Batch's job is made without __init__")
+
+
+class _Logged:
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, ("set", value))
+
+
+def test_batch_makes_jobs(impl):
+    # job=(class, ((name, value), ...)): each job an instance with those attributes, in order,
+    # JOB_ID and JOB_BODY standing for its own; any other reply as without it.
+    from beanstalkc_fast._defaults import JOB_BODY, JOB_ID
+    job = (_Made, (("conn", "c"), ("jid", JOB_ID), ("_body", JOB_BODY), ("body_bytes", JOB_BODY), ("tag", 1)))
+    stream = b"RESERVED 5 2\r\nab\r\nRESERVED 7 1\r\ncXYDEADLINE_SOON\r\nRESERVED 8 0\r\n\r\n"
+    for how, chunks in splits(stream):
+        reader = impl.ReplyReader()
+        got = []
+        batch = impl.Batch(impl.KIND_JOB, 4, got, None, True, None, job)
+        for chunk in chunks:
+            reader.feed(chunk)
+            batch.feed(reader)
+        assert [list(vars(r).items()) if type(r) is _Made else r for r in got] == [
+            [("conn", "c"), ("jid", 5), ("_body", b"ab"), ("body_bytes", b"ab"), ("tag", 1)],
+            (CORRUPT, (b"RESERVED", b"7", b"1"), b"c"), (b"DEADLINE_SOON", (), None),
+            [("conn", "c"), ("jid", 8), ("_body", b""), ("body_bytes", b""), ("tag", 1)]], how
+        assert (batch.bad, batch.stop, batch.job) == (2, True, job)
+    reader = impl.ReplyReader()     # a class of its own __setattr__ gets every attribute through it
+    reader.feed(b"RESERVED 5 2\r\nab\r\n")
+    got = []
+    impl.Batch(impl.KIND_JOB, 1, got, None, True, None, (_Logged, (("jid", JOB_ID), ("x", 2)))).feed(reader)
+    assert type(got[0]) is _Logged and vars(got[0]) == {"jid": ("set", 5), "x": ("set", 2)}
+    for bad in [(_Made,), [_Made, ()], ("_Made", ()), (_Made, [("a", 1)]), (_Made, (("a",),)), (_Made, ((1, 2),))]:
+        with pytest.raises(TypeError):
+            impl.Batch(impl.KIND_JOB, 1, [], None, True, None, bad)
+
+
 def test_batch_of_statuses_needs_the_status(impl):
     with pytest.raises(ValueError):
         impl.Batch(impl.KIND_STATUS, 1, [])

@@ -514,7 +514,9 @@ class Connection:
                     self._forget(jid)
         elif batch.kind == self._core.KIND_JOB:
             for entry in batch.results:
-                if len(entry) == 2:
+                if entry.__class__ is Job:      # made by the core (see _reserve_many)
+                    self._hold(ch, entry.jid)
+                elif len(entry) == 2:
                     self._hold(ch, entry[0])
                 else:
                     reserved = _commands.reserved_jid(entry)
@@ -532,7 +534,9 @@ class Connection:
                     self._report("put", entry)
         elif batch.kind == self._core.KIND_JOB:
             for entry in batch.results:
-                if len(entry) == 2:
+                if entry.__class__ is Job:
+                    self._deliver(ch, entry.jid, entry.body_bytes)
+                elif len(entry) == 2:
                     self._deliver(ch, entry[0], entry[1])
                 else:
                     self._release_later(ch, _commands.reserved_jid(entry))
@@ -921,12 +925,14 @@ class Connection:
 
     # -- batches --
 
-    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves: "Any" = False, yield_cpu=True):
+    async def _pipeline(self, ch, cmd, windows, kind, status, jids_of=None, reserves: "Any" = False, job=None,
+                        yield_cpu=True):
         """Send each ``(chunks, n)`` window of ``windows`` (waiting while the transport is
         full), then wait for every reply. Return the per-item entries (as the core's take
         gives them) and whether any is another reply. ``reserves``: a list, for windows of
-        reserves; True is appended to it when a reply was no job (TIMED_OUT...). ``yield_cpu``
-        False: no give-way once written (a pool gives way once, after every server's windows).
+        reserves; True is appended to it when a reply was no job (TIMED_OUT...); ``job``: the
+        Batch's, to have the core make the reserved jobs. ``yield_cpu`` False: no give-way once
+        written (a pool gives way once, after every server's windows).
         A caller cancelled meanwhile leaves its windows' replies to be read and dropped (a
         put's job reported to on_orphan)."""
         Batch = self._core.Batch
@@ -937,7 +943,7 @@ class Connection:
                     if ch._paused:
                         await ch.writable()
                     batch = _Window(self._loop.create_future(), cmd,
-                                    Batch(kind, n, [], status, reserves is not False),
+                                    Batch(kind, n, [], status, reserves is not False, None, job),
                                     None if jids_of is None else jids_of(n))
                     ch.send_batch(chunks, batch)
                     batches.append(batch)
@@ -971,7 +977,7 @@ class Connection:
     def _outcomes(self, cmd, entries, ch=None):
         out = []
         for entry in entries:
-            if entry is None or entry.__class__ is int:
+            if entry is None or entry.__class__ is int or isinstance(entry, Job):
                 out.append(entry)
             elif len(entry) == 2:
                 out.append(Job(self, entry[0], entry[1], True, ch))
@@ -1115,7 +1121,7 @@ class Connection:
             ch = await self._consumer(False)
             stop: list = []
             entries, _ = await self._pipeline(ch, cmd, iter([([_RESERVE0 * k], k)]), core.KIND_JOB, None,
-                                              reserves=stop)
+                                              reserves=stop, job=Job._maker(self, ("_channel", ch)))
             jobs.extend(r for r in self._outcomes(cmd, entries, ch) if r is not None)
             if stop:
                 break   # nothing more is ready (TIMED_OUT), or a failure: the batch ends here
