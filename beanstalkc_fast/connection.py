@@ -630,10 +630,6 @@ class Connection:
             raise
         return _Link(self, proto)
 
-    def _jobs(self, entries):
-        """The Jobs of a reserve window's replies, every one ``(jid, body)``."""
-        return [Job(self, jid, body, True) for jid, body in entries]
-
     def _stale(self):
         """Whether this connection, idle, has input: the server closed it, or junk came."""
         proto = self._proto

@@ -428,7 +428,8 @@ class Pool(PoolCommands):
             live = []
             for server, conn, link, k in sent:
                 entries = []
-                batch = Batch(kind, k, entries, None, True)
+                name = server.name
+                batch = Batch(kind, k, entries, None, True, None, Job._maker(conn, ("server", name)))
                 try:
                     link.read(batch)
                 except BROKEN as err:
@@ -437,15 +438,14 @@ class Pool(PoolCommands):
                     continue
                 finally:
                     link.close()
-                name = server.name
                 if not batch.bad:
-                    got = conn._jobs(entries)
+                    got = entries   # Jobs made by the core, .server set
                 else:   # Jobs, and CorruptJobs (reserved by conn all the same): the flow reports them
                     corrupt = True
-                    got = [Job(conn, e[0], e[1], True) if len(e) == 2 else _commands.outcome("reserve-with-timeout", e)
-                           for e in entries if len(e) == 2 or _commands.reserved_jid(e) is not None]
-                for job in got:
-                    job.server = name
+                    got = [e if e.__class__ is Job else _commands.outcome("reserve-with-timeout", e)
+                           for e in entries if e.__class__ is Job or _commands.reserved_jid(e) is not None]
+                    for job in got:
+                        job.server = name
                 jobs.extend(got)
                 n -= len(got)
                 if not batch.stop:      # every reply a job: it may have more

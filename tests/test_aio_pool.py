@@ -429,9 +429,9 @@ def test_reserve_many_writes_every_window_before_reading_a_reply(arun, servers):
             for server in pool._policy.servers:
                 conn = await pool._conn(server, "consumer")
 
-                async def window(k, conn=conn, name=server.name, write=conn._reserve_window):
+                async def window(k, *extra, conn=conn, name=server.name, write=conn._reserve_window):
                     events.append(("write", name, k))
-                    return await write(k)
+                    return await write(k, *extra)
 
                 def reserved(ch, w, conn=conn, name=server.name, read=conn._reserved):
                     events.append(("read", name))
@@ -466,8 +466,8 @@ def test_cancelled_reserve_many_gives_back_the_windows_in_flight(arun, servers):
                 for server in pool._policy.servers:
                     conn = await pool._conn(server, "consumer")
 
-                    async def window(k, write=conn._reserve_window):
-                        got = await write(k)
+                    async def window(k, *extra, write=conn._reserve_window):
+                        got = await write(k, *extra)
                         written.append(k)
                         return got
                     conn._reserve_window = window

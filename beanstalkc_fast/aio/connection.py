@@ -423,15 +423,17 @@ class Connection:
         if ch is not None:
             ch.flush()
 
-    async def _reserve_window(self, k):
+    async def _reserve_window(self, k, *extra):
         """Write a window of ``k`` ``reserve-with-timeout 0`` on a consumer channel now (a pool
         writes one to every server before it awaits any reply); return the channel and the
-        ``_Window`` whose ``fut`` is done once its replies are read (``_reserved``)."""
+        ``_Window`` whose ``fut`` is done once its replies are read (``_reserved``). ``extra``:
+        ``(name, value)`` attributes the core sets on each Job besides its own."""
         ch = await self._consumer(False)
         if ch._paused:
             await ch.writable()
         window = _Window(self._loop.create_future(), "reserve-with-timeout",
-                         self._core.Batch(self._core.KIND_JOB, k, [], None, True))
+                         self._core.Batch(self._core.KIND_JOB, k, [], None, True, None,
+                                          Job._maker(self, ("_channel", ch), *extra)))
         ch.send_batch([_RESERVE0 * k], window)
         ch.flush()
         return ch, window
@@ -439,7 +441,7 @@ class Connection:
     def _reserved(self, ch, window):
         """The Jobs and CorruptJobs (reserved by ``ch`` too) of a window of reserves read whole."""
         if not window.batch.bad:
-            return [Job(self, jid, body, True, ch) for jid, body in window.results]
+            return window.results   # Jobs made by the core
         return [r for r in self._outcomes("reserve-with-timeout", window.results, ch)
                 if isinstance(r, (Job, CorruptJob))]
 

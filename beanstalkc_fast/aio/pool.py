@@ -412,7 +412,7 @@ class Pool(PoolCommands):
                 for (server, conn), share in zip(live, split(n, len(live))):
                     if share > 0:
                         try:
-                            ch, window = await conn._reserve_window(min(share, most))
+                            ch, window = await conn._reserve_window(min(share, most), ("server", server.name))
                         except BROKEN as err:
                             self._lost(server, "consumer", conn, err)
                             continue
@@ -431,9 +431,10 @@ class Pool(PoolCommands):
                     del sent[0]
                     got = conn._reserved(ch, window)    # CorruptJobs too: the flow reports them
                     corrupt = corrupt or window.batch.bad > 0
-                    name = server.name
-                    for job in got:
-                        job.server = name
+                    if window.batch.bad:    # the core's Jobs have .server; CorruptJobs get it here
+                        name = server.name
+                        for job in got:
+                            job.server = name
                     jobs.extend(got)
                     n -= len(got)
                     if not window.batch.stop:       # every reply a job: it may have more
