@@ -387,7 +387,7 @@ def job_groups(policy, jobs, targets, job_class):
     out = []
     for group in groups.values():
         server, conn, positions, _ = group
-        if conn.connected:
+        if conn is not None and conn.connected:     # a Job made by hand may have no connection
             out.append(group)
         else:
             for p in positions:

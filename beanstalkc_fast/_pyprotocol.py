@@ -189,6 +189,10 @@ def job_windows(items, template, args, window=WINDOW_ITEMS):
     job ids (ints, or objects with an int ``jid``) of ``items``, checked as put_windows does."""
     window = max(window, 1)
     if isinstance(items, (list, tuple)):
+        # its first len() items, by index (as the compiled core reads them): a subclass's own
+        # __iter__, or a jid property that appends to the list, does not change the batch
+        items = items[:] if items.__class__ is list or items.__class__ is tuple else [
+            items[i] for i in range(len(items))]
         jids = _valid_jids(items)
         k = template.find(b"%d")
         if jids is not None and k >= 0 and b"%" not in template[:k]:
@@ -539,10 +543,16 @@ class Batch:
         """Take the replies ``reader`` holds; return True once the window is read."""
         kind, status, results = self.kind, self.status, self.results
         while self.n > 0:
-            taken = reader.take(kind, self.n, results, status)
+            if self.job is not None and kind == KIND_JOB:
+                start = len(results)
+                try:
+                    taken = reader.take(kind, self.n, results, status)
+                finally:    # the jobs taken before a ProtocolError too, as the compiled core has them
+                    if len(results) > start:
+                        results[start:] = [_make_job(self.job, jid, body) for jid, body in results[start:]]
+            else:
+                taken = reader.take(kind, self.n, results, status)
             self.n -= taken
-            if taken and self.job is not None and kind == KIND_JOB:
-                results[-taken:] = [_make_job(self.job, jid, body) for jid, body in results[-taken:]]
             if self.n <= 0:
                 break
             reply = reader.gets()

@@ -81,6 +81,7 @@ cdef tuple _STATUSES = (
 cdef bytes _RESERVE0 = b"reserve-with-timeout 0\r\n"
 cdef bytes _CRLF = b"\r\n"
 cdef object _sched_yield = getattr(_os, "sched_yield", None)
+cdef bint _TUPLE_HASH_CACHE = _sys.version_info >= (3, 14)
 cdef object _JOB_ID = _defaults.JOB_ID         # in a Batch's job: each job's id, and its body
 cdef object _JOB_BODY = _defaults.JOB_BODY
 

@@ -294,12 +294,13 @@ cdef class _JobWindows(_Windows):
         self._template, self._args = template, args
         self._window = window if window > 1 else 1
         if isinstance(items, (list, tuple)):    # checked whole before a byte is sent, and read once
-            self._jids = <unsigned long long *>PyMem_Malloc(len(items) * sizeof(unsigned long long) + 1)
-            if self._jids == NULL:
+            k = len(items)      # by index, never past k: a subclass's own __iter__, or a jid property
+            self._jids = <unsigned long long *>PyMem_Malloc(k * sizeof(unsigned long long) + 1)
+            if self._jids == NULL:      # that grows the list, must not write beyond the array
                 raise MemoryError()
-            for i, item in enumerate(items):
-                _jid(item, i, &self._jids[i])
-            self._njids = len(items)
+            for i in range(k):
+                _jid(items[i], i, &self._jids[i])
+            self._njids = k
         if type(template) is bytes and type(args) is tuple:
             k = template.find(b"%d")
             if k >= 0 and template.find(b"%", 0, k) < 0:

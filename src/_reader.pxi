@@ -464,6 +464,8 @@ def pairs(type cls, first, list values):
     cdef Py_ssize_t i, n = len(values)
     cdef list out = [None] * n
     cdef object pair, value
+    if _TUPLE_HASH_CACHE:   # 3.14+ tuples cache their hash in a field GenericAlloc leaves at 0
+        return list(map(tuple.__new__, [cls] * n, [(first, value) for value in values]))
     for i in range(n):
         pair = PyType_GenericAlloc(cls, 2)
         value = values[i]

@@ -198,6 +198,37 @@ def test_put_many_job_too_big(private, kind, at):
     assert [job.body for job in jobs] == items[:at] + items[at + 1:] + ["after"]
 
 
+class _Paged(list):
+    """A list whose own iteration is longer than its len()."""
+
+    def __iter__(self):
+        return iter(range(1, 200001))
+
+
+def test_delete_many_of_a_list_subclass_takes_its_items_by_index(conn, tube):
+    # The compiled core once sized its id array by len() and filled it by iterating: a crash.
+    ids = conn.put_many(["a", "b", "c"])
+    conn.delete_many(_Paged(ids))
+    assert [conn.peek(jid) for jid in ids] == [None, None, None]
+
+
+def test_job_windows_of_a_list_that_grows_while_its_ids_are_read(impl):
+    items = []
+
+    class Grower:
+        def __init__(self, jid):
+            self._jid = jid
+
+        @property
+        def jid(self):
+            if len(items) < 10000:
+                items.append(Grower(len(items) + 1))
+            return self._jid
+    items.append(Grower(1))
+    sent = b"".join(b"".join(chunks) for chunks, _ in impl.job_windows(items, b"delete %d\r\n", (), 100))
+    assert sent == b"delete 1\r\n"     # the items there when the batch began
+
+
 def test_delete_many_missing(conn, tube):
     ids = conn.put_many(["a", "b", "c"])
     missing = ids[-1] + 1000000

@@ -314,6 +314,15 @@ def test_reserve_many_mixing_good_and_corrupt_jobs(fake):
     assert c.using() == "default"
 
 
+def test_reserve_many_window_broken_by_a_malformed_line_keeps_the_jobs_before_it(fake):
+    # The jobs read before the bad line are in .results as Jobs, on both cores; the stream is gone.
+    c = fake(reply(b"RESERVED 1 3\r\nabc\r\n", b"RESERVED 2 x\r\n"))
+    with pytest.raises(ProtocolError) as info:
+        c.reserve_many(5)
+    assert [(j.jid, j.body, j.reserved) for j in info.value.results] == [(1, "abc", True)]
+    assert_dead(c)
+
+
 def test_aio_peek_of_a_corrupt_job(arun):
     from beanstalkc_fast import aio
     server = FakeServer(reply(b"FOUND 4 3\r\n\0\0\0\0\0", b"FOUND 5 1\r\nx\r\n"))
