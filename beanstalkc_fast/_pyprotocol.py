@@ -25,7 +25,7 @@ from operator import attrgetter
 from ._defaults import RESERVE0 as _RESERVE0, give_way as _give_way
 from .exceptions import InvalidArgument, InvalidType, ProtocolError, SocketError
 
-CORE_API = 9
+CORE_API = 10
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1
@@ -681,9 +681,50 @@ class Protocol:
         self._reader = ReplyReader()
         self.window = WINDOW_ITEMS              # commands per pipelined window (settable)
         self.reserve_window = RESERVE_WINDOW    # reserves per window (settable)
+        self._lock = None
 
     def send(self, data):
         self._sendall(data)
+
+    def attach(self, lock, qlock, queue):
+        """Take a blocking Connection's write lock, queue lock and reply queue, for pipe()."""
+        self._lock, self._qlock, self._queue = lock, qlock, queue
+
+    def pipe(self, conn, data, read, ok=None):
+        """``conn._pipe(data, read[, ok])`` for the Connection ``conn`` this driver is attached
+        to and published on: taken here, in one call, when the caller has the connection to
+        itself (the write lock free, no reply in flight), else handed to ``conn._pipe``, as is
+        every call of a driver not attached (TLS: ``_pipe`` is ``_alone`` there). Keeps _pipe's
+        protocol: registered in the queue before writing, so that callers who come while this
+        one reads queue behind it and are handed their replies (``conn._pass_on``); a failure
+        goes to ``conn._broke``."""
+        args = () if ok is None else (ok,)
+        lock = self._lock
+        if lock is None or not lock.acquire(False):
+            return conn._pipe(data, read, *args)
+        queue = self._queue
+        if queue or conn._proto is not self:
+            lock.release()
+            return conn._pipe(data, read, *args)
+        queue.append(None)      # nothing in flight: this caller is the reader (as in _pipe)
+        try:
+            self.write(data)
+        except BaseException as err:
+            lock.release()
+            return conn._broke(self, queue, err, data, read, args)
+        lock.release()
+        try:
+            reply = getattr(self, read)(*args)
+        except BaseException as err:
+            return conn._broke(self, queue, err, data, read, args)
+        qlock = self._qlock
+        qlock.acquire()
+        if len(queue) == 1:     # nobody came meanwhile
+            queue.popleft()
+            qlock.release()
+        else:
+            conn._pass_on(self, queue)
+        return reply
 
     def write(self, data):
         """Send a command: bytes, or a list of buffers (as put_command() may give)."""

@@ -10,8 +10,9 @@ from _collections import deque  # type: ignore  # (collections itself costs impo
 
 from . import _backend, _commands, _retry
 from ._commands import COMMANDS as _COMMANDS, result as _result
-from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options,
-                        has_input, set_keepalive, tcp_host, tls_hostname, unix_path, where, wrap_tls)
+from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, RESERVE0 as _RESERVE0,
+                        check_keepalive, check_options, has_input, set_keepalive, tcp_host, tls_hostname, unix_path,
+                        where, wrap_tls)
 from ._job import JobData
 from .exceptions import BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError
 
@@ -166,6 +167,8 @@ class Connection:
     def _publish(self, proto):
         self._lock.acquire()    # a writer reads the driver and its queue as one pair
         self._queue = deque()
+        if self._ssl is None:   # over TLS every call goes to _pipe, that is _alone
+            proto.attach(self._lock, self._qlock, self._queue)
         self._proto = proto
         self._lock.release()
 
@@ -326,7 +329,9 @@ class Connection:
     # reply is pending before it, else sleeps until the thread reading hands it over. The
     # reader only ever reads its own reply; then it hands over the replies that came with it
     # and passes the reader role to the first caller whose reply has not come yet (_pass_on).
-    # A call alone takes two short lock holds. Reserves that wait and batches take the
+    # A call alone takes two short lock holds; the commands call their driver's pipe(), which
+    # takes that call alone in one call to the core (the same steps as _pipe) and hands any
+    # other case to _pipe (a lock taken, replies in flight, TLS). Reserves that wait and batches take the
     # connection to themselves (_do): they keep the write lock and wait for the replies in
     # flight to be read first. Locks are acquired and released by hand: "with" costs more.
 
@@ -360,10 +365,7 @@ class Connection:
             proto.write(data)
         except BaseException as err:
             lock.release()
-            exc = self._lost(proto, queue, err)
-            if self._retry is None or not isinstance(exc, SocketError):
-                raise exc
-            return self._retried(data, read, args, exc, True)
+            return self._broke(proto, queue, err, data, read, args)
         lock.release()
         if waiter is not None:
             try:
@@ -377,10 +379,7 @@ class Connection:
         try:
             reply = getattr(proto, read)(*args)
         except BaseException as err:
-            exc = self._lost(proto, queue, err)
-            if self._retry is None or not isinstance(exc, SocketError):
-                raise exc
-            return self._retried(data, read, args, exc, True)
+            return self._broke(proto, queue, err, data, read, args)
         qlock = self._qlock
         qlock.acquire()
         if len(queue) == 1:     # nobody behind: the usual case of a call alone
@@ -389,6 +388,14 @@ class Connection:
         else:
             self._pass_on(proto, queue)
         return reply
+
+    def _broke(self, proto, queue, err, data, read, args):
+        """``data`` was written (or partly) and ``err`` broke the stream: drop the connection
+        (_lost), then raise, or with a Retry send it again (_retried)."""
+        exc = self._lost(proto, queue, err)
+        if self._retry is None or not isinstance(exc, SocketError):
+            raise exc
+        return self._retried(data, read, args, exc, True)
 
     def _alone(self, data, read, *args):
         """``_pipe`` over TLS: the command and its reply with the connection to itself, so
@@ -638,12 +645,15 @@ class Connection:
     def _command(self, cmd, *args):
         """Run the table's command ``cmd`` with ``args``; return what its reply means."""
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
-        return _result(cmd, self._pipe(data, "read_reply"))
+        proto = self._proto
+        return _result(cmd, self._pipe(data, "read_reply") if proto is None else proto.pipe(self, data, "read_reply"))
 
     # -- YAML --
 
     def _yaml(self, cmd, *args):
-        reply = self._pipe(_commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0], "read_reply")
+        data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
+        proto = self._proto
+        reply = self._pipe(data, "read_reply") if proto is None else proto.pipe(self, data, "read_reply")
         body = reply[2] if reply[0] == b"OK" else _result(cmd, reply)   # the table's OK -> body, inlined
         return _commands.yaml_value(self._core, self._parse_yaml, cmd, body)
 
@@ -654,7 +664,9 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        reply = self._pipe(self._core.put_command(body, priority, delay, ttr, self._encoding), "read_put")
+        data = self._core.put_command(body, priority, delay, ttr, self._encoding)
+        proto = self._proto
+        reply = self._pipe(data, "read_put") if proto is None else proto.pipe(self, data, "read_put")
         if reply.__class__ is int:
             return reply
         return _result("put", reply)
@@ -684,7 +696,9 @@ class Connection:
             if timeout.__class__ is not int or not 0 <= timeout <= 4294967295:
                 timeout = _commands.check_timeout(self._core, timeout)
             if timeout == 0:    # answered at once: it pipelines like any command
-                reply = self._pipe(b"reserve-with-timeout 0\r\n", "read_job")
+                proto = self._proto
+                reply = (self._pipe(_RESERVE0, "read_job") if proto is None
+                         else proto.pipe(self, _RESERVE0, "read_job"))
             else:
                 reply = self._do("reserve", b"reserve-with-timeout %d\r\n" % timeout, timeout)
             cmd = "reserve-with-timeout"
@@ -710,7 +724,9 @@ class Connection:
     def ignore(self, name: str) -> int:
         """Stop watching the tube ``name``; return the number of watched tubes
         (1 when it was the last one, which beanstalkd refuses to ignore)."""
-        reply = self._pipe(_commands.encode(self._core, "ignore", name), "read_reply")
+        data = _commands.encode(self._core, "ignore", name)
+        proto = self._proto
+        reply = self._pipe(data, "read_reply") if proto is None else proto.pipe(self, data, "read_reply")
         count = _result("ignore", reply)
         if reply[0] == b"WATCHING":
             name = name if isinstance(name, str) else name.decode("ascii")
@@ -732,7 +748,10 @@ class Connection:
 
     def delete(self, jid: "JobId") -> None:
         """Delete the job ``jid``."""
-        reply = self._pipe(self._core.encode_job(b"delete", jid), "read_status", b"DELETED")
+        data = self._core.encode_job(b"delete", jid)
+        proto = self._proto
+        reply = (self._pipe(data, "read_status", b"DELETED") if proto is None
+                 else proto.pipe(self, data, "read_status", b"DELETED"))
         if reply is not None:
             _result("delete", reply)
 
@@ -746,7 +765,10 @@ class Connection:
 
     def touch(self, jid: "JobId") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        reply = self._pipe(self._core.encode_job(b"touch", jid), "read_status", b"TOUCHED")
+        data = self._core.encode_job(b"touch", jid)
+        proto = self._proto
+        reply = (self._pipe(data, "read_status", b"TOUCHED") if proto is None
+                 else proto.pipe(self, data, "read_status", b"TOUCHED"))
         if reply is not None:
             _result("touch", reply)
 
@@ -756,7 +778,10 @@ class Connection:
 
     def kick_job(self, jid: "JobId") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        reply = self._pipe(self._core.encode_job(b"kick-job", jid), "read_status", b"KICKED")
+        data = self._core.encode_job(b"kick-job", jid)
+        proto = self._proto
+        reply = (self._pipe(data, "read_status", b"KICKED") if proto is None
+                 else proto.pipe(self, data, "read_status", b"KICKED"))
         if reply is not None:
             _result("kick-job", reply)
 

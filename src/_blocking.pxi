@@ -7,6 +7,10 @@ cdef object _scatter(sock):
         return None
     return getattr(sock, "sendmsg", None)
 
+cdef inline tuple _args(ok):
+    return () if ok is None else (ok,)
+
+
 cdef class Protocol:
     """Protocol(sock, read_size=65536)
 --
@@ -21,6 +25,12 @@ cdef class Protocol:
     cdef ReplyReader _reader                # the receive buffer and reply parser
     cdef public Py_ssize_t window           # commands per pipelined window (WINDOW_ITEMS)
     cdef public Py_ssize_t reserve_window   # reserves per window (RESERVE_WINDOW)
+    # A Connection's call alone (pipe()): its locks and reply queue (attach()), their methods bound once
+    cdef object _acquire                    # the write lock's acquire (None: not attached, pipe() hands over)
+    cdef object _release                    # the write lock's release
+    cdef object _qacquire                   # the queue lock's acquire
+    cdef object _qrelease                   # the queue lock's release
+    cdef object _queue                      # the reply queue (a deque)
 
     def __init__(self, sock, read_size=READ_SIZE):
         self.sock = sock
@@ -35,6 +45,41 @@ cdef class Protocol:
 
     def send(self, data):
         self._sendall(data)
+
+    def attach(self, lock, qlock, queue):
+        self._acquire, self._release = lock.acquire, lock.release
+        self._qacquire, self._qrelease = qlock.acquire, qlock.release
+        self._queue = queue
+
+    def pipe(self, conn, data, str read, ok=None):
+        # Connection._pipe's steps for a caller alone, in one call; any other case goes to it.
+        if self._acquire is None or not self._acquire(False):
+            return conn._pipe(data, read, *_args(ok))
+        queue = self._queue
+        if queue or conn._proto is not self:
+            self._release()
+            return conn._pipe(data, read, *_args(ok))
+        queue.append(None)      # nothing in flight: this caller is the reader (as in _pipe)
+        try:
+            if PyBytes_CheckExact(data):
+                self._sendall(data)
+            else:
+                self._send_chunks(list(data))
+        except BaseException as err:
+            self._release()
+            return conn._broke(self, queue, err, data, read, _args(ok))
+        self._release()
+        try:
+            reply = self._read(read, ok)
+        except BaseException as err:
+            return conn._broke(self, queue, err, data, read, _args(ok))
+        self._qacquire()
+        if len(queue) == 1:     # nobody came meanwhile
+            queue.popleft()
+            self._qrelease()
+        else:
+            conn._pass_on(self, queue)
+        return reply
 
     def write(self, data):
         if PyBytes_CheckExact(data):
@@ -129,21 +174,42 @@ cdef class Protocol:
     # The reads of one sent command's reply, typed (the writes are send() and write()):
 
     def read_put(self):
+        return self._read_put()
+
+    def read_job(self):
+        return self._read_job()
+
+    def read_status(self, bytes ok):
+        return self._read_status(ok)
+
+    cdef object _read_put(self):
         cdef ReplyReader r = self._next()
         jid = r._inserted()
         return jid if jid is not None else r._reply()
 
-    def read_job(self):
+    cdef object _read_job(self):
         cdef ReplyReader r = self._next()
         job = r._job(b"RESERVED")
         return job if job is not None else r._reply()
 
-    def read_status(self, bytes ok):
+    cdef object _read_status(self, bytes ok):
         cdef ReplyReader r = self._next()
         if r._ntok == 1 and r._tok_is(0, ok):
             r._consume()
             return None
         return r._reply()
+
+    cdef object _read(self, str read, ok):
+        # The typed read named ``read`` (a Connection's name for it, as _pipe() takes it).
+        if read == "read_put":
+            return self._read_put()
+        if read == "read_job":
+            return self._read_job()
+        if read == "read_status":
+            return self._read_status(ok)
+        if read == "read_reply":
+            return self._next()._reply()
+        return getattr(self, read)(*_args(ok))
 
     def buffered_reply(self):
         cdef ReplyReader r = self._reader
@@ -220,3 +286,4 @@ cdef class Protocol:
             if batch.stop:
                 break
         return bad
+

@@ -31,7 +31,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object o)
     double PyOS_string_to_double(const char *s, char **endptr, PyObject *overflow_exception) except? -1.0
 
-CORE_API = 9
+CORE_API = 10
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1

@@ -105,7 +105,7 @@ METHODS = {"AioChannel": ["buffer_updated", "connection_made", "eof_received", "
                           "pause_writing", "put", "resume_writing", "send", "send_batch"],
            "ReplyReader": ["buffer_updated", "clear", "feed", "get_buffer", "gets", "take"],
            "Batch": ["feed"],
-           "Protocol": ["buffered_reply", "call", "jobs_many", "put_many", "read_batch", "read_job", "read_put",
+           "Protocol": ["attach", "buffered_reply", "call", "jobs_many", "pipe", "put_many", "read_batch", "read_job", "read_put",
                         "read_reply", "read_status", "reserve", "reserve_many", "send", "send_chunks", "write"]}
 
 
