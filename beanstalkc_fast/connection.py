@@ -655,6 +655,11 @@ class Connection:
         proto = self._proto
         reply = self._pipe(data, "read_reply") if proto is None else proto.pipe(self, data, "read_reply")
         body = reply[2] if reply[0] == b"OK" else _result(cmd, reply)   # the table's OK -> body, inlined
+        if self._parse_yaml is True:    # yaml_value()'s usual case, inlined
+            try:
+                return self._core.parse_yaml(body)
+            except ValueError:      # not the YAML beanstalkd sends: yaml_value() tries PyYAML
+                pass
         return _commands.yaml_value(self._core, self._parse_yaml, cmd, body)
 
     # -- producer --
