@@ -167,7 +167,7 @@ class Connection:
     def _publish(self, proto):
         self._lock.acquire()    # a writer reads the driver and its queue as one pair
         self._queue = deque()
-        if self._ssl is None:   # over TLS every call goes to _pipe, that is _alone
+        if self._ssl is None:   # for the core's pipe(); over TLS every call goes to _pipe, that is _alone
             proto.attach(self._lock, self._qlock, self._queue)
         self._proto = proto
         self._lock.release()
@@ -329,9 +329,9 @@ class Connection:
     # reply is pending before it, else sleeps until the thread reading hands it over. The
     # reader only ever reads its own reply; then it hands over the replies that came with it
     # and passes the reader role to the first caller whose reply has not come yet (_pass_on).
-    # A call alone takes two short lock holds; the commands call their driver's pipe(), which
-    # takes that call alone in one call to the core (the same steps as _pipe) and hands any
-    # other case to _pipe (a lock taken, replies in flight, TLS). Reserves that wait and batches take the
+    # A call alone takes two short lock holds; the commands call the core's pipe(), which
+    # takes that call alone in one compiled call (the same steps as _pipe) and hands any other
+    # case to _pipe (a lock taken, replies in flight, TLS). Reserves that wait and batches take the
     # connection to themselves (_do): they keep the write lock and wait for the replies in
     # flight to be read first. Locks are acquired and released by hand: "with" costs more.
 
@@ -645,15 +645,13 @@ class Connection:
     def _command(self, cmd, *args):
         """Run the table's command ``cmd`` with ``args``; return what its reply means."""
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
-        proto = self._proto
-        return _result(cmd, self._pipe(data, "read_reply") if proto is None else proto.pipe(self, data, "read_reply"))
+        return _result(cmd, self._core.pipe(self, self._proto, data, "read_reply"))
 
     # -- YAML --
 
     def _yaml(self, cmd, *args):
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
-        proto = self._proto
-        reply = self._pipe(data, "read_reply") if proto is None else proto.pipe(self, data, "read_reply")
+        reply = self._core.pipe(self, self._proto, data, "read_reply")
         body = reply[2] if reply[0] == b"OK" else _result(cmd, reply)   # the table's OK -> body, inlined
         if self._parse_yaml is True:    # yaml_value()'s usual case, inlined
             try:
@@ -669,9 +667,8 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        data = self._core.put_command(body, priority, delay, ttr, self._encoding)
-        proto = self._proto
-        reply = self._pipe(data, "read_put") if proto is None else proto.pipe(self, data, "read_put")
+        core = self._core
+        reply = core.pipe(self, self._proto, core.put_command(body, priority, delay, ttr, self._encoding), "read_put")
         if reply.__class__ is int:
             return reply
         return _result("put", reply)
@@ -695,17 +692,15 @@ class Connection:
         (``bury(err.jid)`` or ``delete(err.jid)``), which stays usable. So do reserve_job() and
         the peeks."""
         if timeout is None:
-            reply = self._do("reserve", b"reserve\r\n", None)
+            reply = self._core.reserve_alone(self, self._proto, b"reserve\r\n", None)
             cmd = "reserve"
         else:
             if timeout.__class__ is not int or not 0 <= timeout <= 4294967295:
                 timeout = _commands.check_timeout(self._core, timeout)
             if timeout == 0:    # answered at once: it pipelines like any command
-                proto = self._proto
-                reply = (self._pipe(_RESERVE0, "read_job") if proto is None
-                         else proto.pipe(self, _RESERVE0, "read_job"))
+                reply = self._core.pipe(self, self._proto, _RESERVE0, "read_job")
             else:
-                reply = self._do("reserve", b"reserve-with-timeout %d\r\n" % timeout, timeout)
+                reply = self._core.reserve_alone(self, self._proto, b"reserve-with-timeout %d\r\n" % timeout, timeout)
             cmd = "reserve-with-timeout"
         if len(reply) != 2:
             reply = _result(cmd, reply)
@@ -730,8 +725,7 @@ class Connection:
         """Stop watching the tube ``name``; return the number of watched tubes
         (1 when it was the last one, which beanstalkd refuses to ignore)."""
         data = _commands.encode(self._core, "ignore", name)
-        proto = self._proto
-        reply = self._pipe(data, "read_reply") if proto is None else proto.pipe(self, data, "read_reply")
+        reply = self._core.pipe(self, self._proto, data, "read_reply")
         count = _result("ignore", reply)
         if reply[0] == b"WATCHING":
             name = name if isinstance(name, str) else name.decode("ascii")
@@ -753,10 +747,8 @@ class Connection:
 
     def delete(self, jid: "JobId") -> None:
         """Delete the job ``jid``."""
-        data = self._core.encode_job(b"delete", jid)
-        proto = self._proto
-        reply = (self._pipe(data, "read_status", b"DELETED") if proto is None
-                 else proto.pipe(self, data, "read_status", b"DELETED"))
+        core = self._core
+        reply = core.pipe(self, self._proto, core.encode_job(b"delete", jid), "read_status", b"DELETED")
         if reply is not None:
             _result("delete", reply)
 
@@ -770,10 +762,8 @@ class Connection:
 
     def touch(self, jid: "JobId") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        data = self._core.encode_job(b"touch", jid)
-        proto = self._proto
-        reply = (self._pipe(data, "read_status", b"TOUCHED") if proto is None
-                 else proto.pipe(self, data, "read_status", b"TOUCHED"))
+        core = self._core
+        reply = core.pipe(self, self._proto, core.encode_job(b"touch", jid), "read_status", b"TOUCHED")
         if reply is not None:
             _result("touch", reply)
 
@@ -783,10 +773,8 @@ class Connection:
 
     def kick_job(self, jid: "JobId") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        data = self._core.encode_job(b"kick-job", jid)
-        proto = self._proto
-        reply = (self._pipe(data, "read_status", b"KICKED") if proto is None
-                 else proto.pipe(self, data, "read_status", b"KICKED"))
+        core = self._core
+        reply = core.pipe(self, self._proto, core.encode_job(b"kick-job", jid), "read_status", b"KICKED")
         if reply is not None:
             _result("kick-job", reply)
 

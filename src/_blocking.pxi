@@ -7,6 +7,12 @@ cdef object _scatter(sock):
         return None
     return getattr(sock, "sendmsg", None)
 
+cdef extern from "Python.h":
+    object PyObject_Call(object callable, object args, PyObject *kwargs)   # kwargs may be NULL
+
+cdef tuple _NOWAIT = (False,)     # lock.acquire(False), called with this tuple: acquire() takes no vectorcall
+
+
 cdef inline tuple _args(ok):
     return () if ok is None else (ok,)
 
@@ -31,6 +37,8 @@ cdef class Protocol:
     cdef object _qacquire                   # the queue lock's acquire
     cdef object _qrelease                   # the queue lock's release
     cdef object _queue                      # the reply queue (a deque)
+    cdef object _append                     # its append
+    cdef object _popleft                    # its popleft
 
     def __init__(self, sock, read_size=READ_SIZE):
         self.sock = sock
@@ -49,37 +57,7 @@ cdef class Protocol:
     def attach(self, lock, qlock, queue):
         self._acquire, self._release = lock.acquire, lock.release
         self._qacquire, self._qrelease = qlock.acquire, qlock.release
-        self._queue = queue
-
-    def pipe(self, conn, data, str read, ok=None):
-        # Connection._pipe's steps for a caller alone, in one call; any other case goes to it.
-        if self._acquire is None or not self._acquire(False):
-            return conn._pipe(data, read, *_args(ok))
-        queue = self._queue
-        if queue or conn._proto is not self:
-            self._release()
-            return conn._pipe(data, read, *_args(ok))
-        queue.append(None)      # nothing in flight: this caller is the reader (as in _pipe)
-        try:
-            if PyBytes_CheckExact(data):
-                self._sendall(data)
-            else:
-                self._send_chunks(list(data))
-        except BaseException as err:
-            self._release()
-            return conn._broke(self, queue, err, data, read, _args(ok))
-        self._release()
-        try:
-            reply = self._read(read, ok)
-        except BaseException as err:
-            return conn._broke(self, queue, err, data, read, _args(ok))
-        self._qacquire()
-        if len(queue) == 1:     # nobody came meanwhile
-            queue.popleft()
-            self._qrelease()
-        else:
-            conn._pass_on(self, queue)
-        return reply
+        self._queue, self._append, self._popleft = queue, queue.append, queue.popleft
 
     def write(self, data):
         if PyBytes_CheckExact(data):
@@ -163,10 +141,13 @@ cdef class Protocol:
         return True
 
     def reserve(self, data, wait=-1):
+        return self._reserve(data, wait)
+
+    cdef object _reserve(self, data, wait):
         cdef bint timed = self._timed(wait)
         self._sendall(data)
         try:
-            return self.read_job()
+            return self._read_job()
         finally:
             if timed:
                 self.sock.settimeout(self._timeout)
@@ -287,3 +268,59 @@ cdef class Protocol:
                 break
         return bad
 
+
+
+# -- a blocking Connection's single command when its caller has it to itself (see _pyprotocol.pipe) --
+
+def pipe(conn, proto, data, str read, ok=None):
+    # Connection._pipe's steps for a caller alone, in one call; any other case goes to _pipe.
+    cdef Protocol p
+    if type(proto) is not Protocol or (<Protocol>proto)._acquire is None:
+        return conn._pipe(data, read, *_args(ok))
+    p = <Protocol>proto
+    if not PyObject_Call(p._acquire, _NOWAIT, NULL):
+        return conn._pipe(data, read, *_args(ok))
+    queue = p._queue
+    if queue or conn._proto is not p:
+        p._release()
+        return conn._pipe(data, read, *_args(ok))
+    p._append(None)     # nothing in flight: this caller is the reader (as in _pipe)
+    try:
+        if PyBytes_CheckExact(data):
+            p._sendall(data)
+        else:
+            p._send_chunks(list(data))
+    except BaseException as err:
+        p._release()
+        return conn._broke(p, queue, err, data, read, _args(ok))
+    p._release()
+    try:
+        reply = p._read(read, ok)
+    except BaseException as err:
+        return conn._broke(p, queue, err, data, read, _args(ok))
+    p._qacquire()
+    if len(queue) == 1:     # nobody came meanwhile
+        p._popleft()
+        p._qrelease()
+    else:
+        conn._pass_on(p, queue)
+    return reply
+
+
+def reserve_alone(conn, proto, data, wait=-1):
+    # Connection._do("reserve", data, wait) for a caller alone without a Retry, in one call.
+    cdef Protocol p
+    if type(proto) is not Protocol or (<Protocol>proto)._acquire is None or conn._retry is not None:
+        return conn._do("reserve", data, wait)
+    p = <Protocol>proto
+    if not PyObject_Call(p._acquire, _NOWAIT, NULL):
+        return conn._do("reserve", data, wait)
+    if p._queue or conn._proto is not p:
+        p._release()
+        return conn._do("reserve", data, wait)
+    try:
+        return p._reserve(data, wait)
+    except BaseException as err:
+        raise conn._failed(p, p._queue, "reserve", err)
+    finally:
+        p._release()
