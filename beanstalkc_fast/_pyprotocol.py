@@ -854,22 +854,21 @@ class Protocol:
 
 def pipe(conn, proto, data, read, ok=None):
     """``conn._pipe(data, read[, ok])`` for a blocking Connection ``conn`` and its driver
-    ``proto`` (as the caller read it): taken here, in one call, when the caller has the
-    connection to itself (the write lock free, no reply in flight), else handed to
-    ``conn._pipe``, as is every call on anything but a driver attached to ``conn`` (TLS does
-    not attach: ``_pipe`` is ``_alone`` there). Keeps _pipe's protocol: registered in the
-    queue before writing, so that callers who come while this one reads queue behind it and
-    are handed their replies (``conn._pass_on``); a failure goes to ``conn._broke``."""
+    ``proto`` (as the caller read it): it takes the write lock as _pipe does; a caller alone
+    (no reply in flight, ``proto`` still the connection's) is served here in one call, any
+    other goes on with the lock held in ``conn._piped`` (the rest of _pipe), and a call on
+    anything but a driver attached to ``conn`` goes to ``conn._pipe`` (TLS does not attach:
+    ``_pipe`` is ``_alone`` there). Keeps _pipe's protocol: registered in the queue before
+    writing, so that callers who come while this one reads queue behind it and are handed
+    their replies (``conn._pass_on``); a failure goes to ``conn._broke``."""
     args = () if ok is None else (ok,)
     if type(proto) is not Protocol or proto._lock is None:
         return conn._pipe(data, read, *args)
     lock = proto._lock
-    if not lock.acquire(False):
-        return conn._pipe(data, read, *args)
+    lock.acquire()
     queue = proto._queue
-    if queue or conn._proto is not proto:
-        lock.release()
-        return conn._pipe(data, read, *args)
+    if queue or conn._proto is not proto:   # not alone, or not its driver now: the rest of _pipe
+        return conn._piped(data, read, args)
     queue.append(None)      # nothing in flight: this caller is the reader (as in _pipe)
     try:
         proto.write(data)

@@ -330,8 +330,9 @@ class Connection:
     # reader only ever reads its own reply; then it hands over the replies that came with it
     # and passes the reader role to the first caller whose reply has not come yet (_pass_on).
     # A call alone takes two short lock holds; the commands call the core's pipe(), which
-    # takes that call alone in one compiled call (the same steps as _pipe) and hands any other
-    # case to _pipe (a lock taken, replies in flight, TLS). Reserves that wait and batches take the
+    # takes the write lock and serves a call alone in one compiled call (the same steps as
+    # _pipe); with replies in flight it goes on in _piped (the rest of _pipe), and over TLS
+    # (not attached) or on a closed connection in _pipe. Reserves that wait and batches take the
     # connection to themselves (_do): they keep the write lock and wait for the replies in
     # flight to be read first. Locks are acquired and released by hand: "with" costs more.
 
@@ -339,8 +340,12 @@ class Connection:
         """Write ``data`` behind the commands in flight and return its reply: what
         ``proto.<read>(*args)`` gives when this thread reads it, else the reply tuple.
         A broken connection raises SocketError, or with a Retry goes to _retried()."""
+        self._lock.acquire()
+        return self._piped(data, read, args)
+
+    def _piped(self, data, read, args):
+        # _pipe with the write lock held (the core's pipe() comes here holding it when it is not alone).
         lock = self._lock
-        lock.acquire()
         proto = self._proto
         if proto is None:
             lock.release()

@@ -273,17 +273,16 @@ cdef class Protocol:
 # -- a blocking Connection's single command when its caller has it to itself (see _pyprotocol.pipe) --
 
 def pipe(conn, proto, data, str read, ok=None):
-    # Connection._pipe's steps for a caller alone, in one call; any other case goes to _pipe.
+    # Connection._pipe's steps for a caller alone, in one call; any other case goes to _pipe,
+    # or with the write lock taken here to its rest (_piped).
     cdef Protocol p
     if type(proto) is not Protocol or (<Protocol>proto)._acquire is None:
         return conn._pipe(data, read, *_args(ok))
     p = <Protocol>proto
-    if not PyObject_Call(p._acquire, _NOWAIT, NULL):
-        return conn._pipe(data, read, *_args(ok))
+    p._acquire()
     queue = p._queue
     if queue or conn._proto is not p:
-        p._release()
-        return conn._pipe(data, read, *_args(ok))
+        return conn._piped(data, read, _args(ok))
     p._append(None)     # nothing in flight: this caller is the reader (as in _pipe)
     try:
         if PyBytes_CheckExact(data):
