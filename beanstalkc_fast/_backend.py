@@ -6,7 +6,7 @@ otherwise the compiled ``_cprotocol`` is used when it imports and speaks the exp
 """
 import os
 
-CORE_API = 11   # the core contract this Python layer speaks; both cores define the same value
+CORE_API = 12   # the core contract this Python layer speaks; both cores define the same value
 
 
 def _load_compiled():

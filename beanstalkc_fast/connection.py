@@ -10,8 +10,9 @@ from _collections import deque  # type: ignore  # (collections itself costs impo
 
 from . import _backend, _commands, _retry
 from ._commands import COMMANDS as _COMMANDS, result as _result
-from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, check_keepalive, check_options,
-                        has_input, set_keepalive, tcp_host, tls_hostname, unix_path, where, wrap_tls)
+from ._defaults import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PRIORITY, DEFAULT_TTR, RESERVE0 as _RESERVE0,
+                        check_keepalive, check_options, has_input, set_keepalive, tcp_host, tls_hostname, unix_path,
+                        where, wrap_tls)
 from ._job import JobData
 from .exceptions import BatchError, DeadlineSoon, InvalidArgument, InvalidType, ProtocolError, SocketError
 
@@ -166,6 +167,8 @@ class Connection:
     def _publish(self, proto):
         self._lock.acquire()    # a writer reads the driver and its queue as one pair
         self._queue = deque()
+        if self._ssl is None:   # for the core's pipe(); over TLS every call goes to _pipe, that is _alone
+            proto.attach(self._lock, self._qlock, self._queue)
         self._proto = proto
         self._lock.release()
 
@@ -326,7 +329,10 @@ class Connection:
     # reply is pending before it, else sleeps until the thread reading hands it over. The
     # reader only ever reads its own reply; then it hands over the replies that came with it
     # and passes the reader role to the first caller whose reply has not come yet (_pass_on).
-    # A call alone takes two short lock holds. Reserves that wait and batches take the
+    # A call alone takes two short lock holds; the commands call the core's pipe(), which
+    # takes the write lock and serves a call alone in one compiled call (the same steps as
+    # _pipe); with replies in flight it goes on in _piped (the rest of _pipe), and over TLS
+    # (not attached) or on a closed connection in _pipe. Reserves that wait and batches take the
     # connection to themselves (_do): they keep the write lock and wait for the replies in
     # flight to be read first. Locks are acquired and released by hand: "with" costs more.
 
@@ -334,8 +340,12 @@ class Connection:
         """Write ``data`` behind the commands in flight and return its reply: what
         ``proto.<read>(*args)`` gives when this thread reads it, else the reply tuple.
         A broken connection raises SocketError, or with a Retry goes to _retried()."""
+        self._lock.acquire()
+        return self._piped(data, read, args)
+
+    def _piped(self, data, read, args):
+        # _pipe with the write lock held (the core's pipe() comes here holding it when it is not alone).
         lock = self._lock
-        lock.acquire()
         proto = self._proto
         if proto is None:
             lock.release()
@@ -360,10 +370,7 @@ class Connection:
             proto.write(data)
         except BaseException as err:
             lock.release()
-            exc = self._lost(proto, queue, err)
-            if self._retry is None or not isinstance(exc, SocketError):
-                raise exc
-            return self._retried(data, read, args, exc, True)
+            return self._broke(proto, queue, err, data, read, args)
         lock.release()
         if waiter is not None:
             try:
@@ -377,10 +384,7 @@ class Connection:
         try:
             reply = getattr(proto, read)(*args)
         except BaseException as err:
-            exc = self._lost(proto, queue, err)
-            if self._retry is None or not isinstance(exc, SocketError):
-                raise exc
-            return self._retried(data, read, args, exc, True)
+            return self._broke(proto, queue, err, data, read, args)
         qlock = self._qlock
         qlock.acquire()
         if len(queue) == 1:     # nobody behind: the usual case of a call alone
@@ -389,6 +393,14 @@ class Connection:
         else:
             self._pass_on(proto, queue)
         return reply
+
+    def _broke(self, proto, queue, err, data, read, args):
+        """``data`` was written (or partly) and ``err`` broke the stream: drop the connection
+        (_lost), then raise, or with a Retry send it again (_retried)."""
+        exc = self._lost(proto, queue, err)
+        if self._retry is None or not isinstance(exc, SocketError):
+            raise exc
+        return self._retried(data, read, args, exc, True)
 
     def _alone(self, data, read, *args):
         """``_pipe`` over TLS: the command and its reply with the connection to itself, so
@@ -638,13 +650,19 @@ class Connection:
     def _command(self, cmd, *args):
         """Run the table's command ``cmd`` with ``args``; return what its reply means."""
         data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
-        return _result(cmd, self._pipe(data, "read_reply"))
+        return _result(cmd, self._core.pipe(self, self._proto, data, "read_reply"))
 
     # -- YAML --
 
     def _yaml(self, cmd, *args):
-        reply = self._pipe(_commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0], "read_reply")
+        data = _commands.encode(self._core, cmd, *args) if args else _COMMANDS[cmd][0]
+        reply = self._core.pipe(self, self._proto, data, "read_reply")
         body = reply[2] if reply[0] == b"OK" else _result(cmd, reply)   # the table's OK -> body, inlined
+        if self._parse_yaml is True:    # yaml_value()'s usual case, inlined
+            try:
+                return self._core.parse_yaml(body)
+            except ValueError:      # not the YAML beanstalkd sends: yaml_value() tries PyYAML
+                pass
         return _commands.yaml_value(self._core, self._parse_yaml, cmd, body)
 
     # -- producer --
@@ -654,7 +672,8 @@ class Connection:
 
         ``body`` is ``str`` (encoded with the connection's encoding) or bytes-like.
         """
-        reply = self._pipe(self._core.put_command(body, priority, delay, ttr, self._encoding), "read_put")
+        core = self._core
+        reply = core.pipe(self, self._proto, core.put_command(body, priority, delay, ttr, self._encoding), "read_put")
         if reply.__class__ is int:
             return reply
         return _result("put", reply)
@@ -678,15 +697,15 @@ class Connection:
         (``bury(err.jid)`` or ``delete(err.jid)``), which stays usable. So do reserve_job() and
         the peeks."""
         if timeout is None:
-            reply = self._do("reserve", b"reserve\r\n", None)
+            reply = self._core.reserve_alone(self, self._proto, b"reserve\r\n", None)
             cmd = "reserve"
         else:
             if timeout.__class__ is not int or not 0 <= timeout <= 4294967295:
                 timeout = _commands.check_timeout(self._core, timeout)
             if timeout == 0:    # answered at once: it pipelines like any command
-                reply = self._pipe(b"reserve-with-timeout 0\r\n", "read_job")
+                reply = self._core.pipe(self, self._proto, _RESERVE0, "read_job")
             else:
-                reply = self._do("reserve", b"reserve-with-timeout %d\r\n" % timeout, timeout)
+                reply = self._core.reserve_alone(self, self._proto, b"reserve-with-timeout %d\r\n" % timeout, timeout)
             cmd = "reserve-with-timeout"
         if len(reply) != 2:
             reply = _result(cmd, reply)
@@ -710,7 +729,8 @@ class Connection:
     def ignore(self, name: str) -> int:
         """Stop watching the tube ``name``; return the number of watched tubes
         (1 when it was the last one, which beanstalkd refuses to ignore)."""
-        reply = self._pipe(_commands.encode(self._core, "ignore", name), "read_reply")
+        data = _commands.encode(self._core, "ignore", name)
+        reply = self._core.pipe(self, self._proto, data, "read_reply")
         count = _result("ignore", reply)
         if reply[0] == b"WATCHING":
             name = name if isinstance(name, str) else name.decode("ascii")
@@ -732,7 +752,8 @@ class Connection:
 
     def delete(self, jid: "JobId") -> None:
         """Delete the job ``jid``."""
-        reply = self._pipe(self._core.encode_job(b"delete", jid), "read_status", b"DELETED")
+        core = self._core
+        reply = core.pipe(self, self._proto, core.encode_job(b"delete", jid), "read_status", b"DELETED")
         if reply is not None:
             _result("delete", reply)
 
@@ -746,7 +767,8 @@ class Connection:
 
     def touch(self, jid: "JobId") -> None:
         """Ask for more time to work on the reserved job ``jid``."""
-        reply = self._pipe(self._core.encode_job(b"touch", jid), "read_status", b"TOUCHED")
+        core = self._core
+        reply = core.pipe(self, self._proto, core.encode_job(b"touch", jid), "read_status", b"TOUCHED")
         if reply is not None:
             _result("touch", reply)
 
@@ -756,7 +778,8 @@ class Connection:
 
     def kick_job(self, jid: "JobId") -> None:
         """Kick the buried or delayed job ``jid`` into the ready queue."""
-        reply = self._pipe(self._core.encode_job(b"kick-job", jid), "read_status", b"KICKED")
+        core = self._core
+        reply = core.pipe(self, self._proto, core.encode_job(b"kick-job", jid), "read_status", b"KICKED")
         if reply is not None:
             _result("kick-job", reply)
 

@@ -7,6 +7,16 @@ cdef object _scatter(sock):
         return None
     return getattr(sock, "sendmsg", None)
 
+cdef extern from "Python.h":
+    object PyObject_Call(object callable, object args, PyObject *kwargs)   # kwargs may be NULL
+
+cdef tuple _NOWAIT = (False,)     # lock.acquire(False), called with this tuple: acquire() takes no vectorcall
+
+
+cdef inline tuple _args(ok):
+    return () if ok is None else (ok,)
+
+
 cdef class Protocol:
     """Protocol(sock, read_size=65536)
 --
@@ -21,6 +31,14 @@ cdef class Protocol:
     cdef ReplyReader _reader                # the receive buffer and reply parser
     cdef public Py_ssize_t window           # commands per pipelined window (WINDOW_ITEMS)
     cdef public Py_ssize_t reserve_window   # reserves per window (RESERVE_WINDOW)
+    # A Connection's call alone (pipe()): its locks and reply queue (attach()), their methods bound once
+    cdef object _acquire                    # the write lock's acquire (None: not attached, pipe() hands over)
+    cdef object _release                    # the write lock's release
+    cdef object _qacquire                   # the queue lock's acquire
+    cdef object _qrelease                   # the queue lock's release
+    cdef object _queue                      # the reply queue (a deque)
+    cdef object _append                     # its append
+    cdef object _popleft                    # its popleft
 
     def __init__(self, sock, read_size=READ_SIZE):
         self.sock = sock
@@ -35,6 +53,11 @@ cdef class Protocol:
 
     def send(self, data):
         self._sendall(data)
+
+    def attach(self, lock, qlock, queue):
+        self._acquire, self._release = lock.acquire, lock.release
+        self._qacquire, self._qrelease = qlock.acquire, qlock.release
+        self._queue, self._append, self._popleft = queue, queue.append, queue.popleft
 
     def write(self, data):
         if PyBytes_CheckExact(data):
@@ -118,10 +141,13 @@ cdef class Protocol:
         return True
 
     def reserve(self, data, wait=-1):
+        return self._reserve(data, wait)
+
+    cdef object _reserve(self, data, wait):
         cdef bint timed = self._timed(wait)
         self._sendall(data)
         try:
-            return self.read_job()
+            return self._read_job()
         finally:
             if timed:
                 self.sock.settimeout(self._timeout)
@@ -129,21 +155,42 @@ cdef class Protocol:
     # The reads of one sent command's reply, typed (the writes are send() and write()):
 
     def read_put(self):
+        return self._read_put()
+
+    def read_job(self):
+        return self._read_job()
+
+    def read_status(self, bytes ok):
+        return self._read_status(ok)
+
+    cdef object _read_put(self):
         cdef ReplyReader r = self._next()
         jid = r._inserted()
         return jid if jid is not None else r._reply()
 
-    def read_job(self):
+    cdef object _read_job(self):
         cdef ReplyReader r = self._next()
         job = r._job(b"RESERVED")
         return job if job is not None else r._reply()
 
-    def read_status(self, bytes ok):
+    cdef object _read_status(self, bytes ok):
         cdef ReplyReader r = self._next()
         if r._ntok == 1 and r._tok_is(0, ok):
             r._consume()
             return None
         return r._reply()
+
+    cdef object _read(self, str read, ok):
+        # The typed read named ``read`` (a Connection's name for it, as _pipe() takes it).
+        if read == "read_put":
+            return self._read_put()
+        if read == "read_job":
+            return self._read_job()
+        if read == "read_status":
+            return self._read_status(ok)
+        if read == "read_reply":
+            return self._next()._reply()
+        return getattr(self, read)(*_args(ok))
 
     def buffered_reply(self):
         cdef ReplyReader r = self._reader
@@ -230,3 +277,59 @@ cdef class Protocol:
             if batch.stop:
                 break
         return bad
+
+
+
+# -- a blocking Connection's single command when its caller has it to itself (see _pyprotocol.pipe) --
+
+def pipe(conn, proto, data, str read, ok=None):
+    # Connection._pipe's steps for a caller alone, in one call; any other case goes to _pipe,
+    # or with the write lock taken here to its rest (_piped).
+    cdef Protocol p
+    if type(proto) is not Protocol or (<Protocol>proto)._acquire is None:
+        return conn._pipe(data, read, *_args(ok))
+    p = <Protocol>proto
+    p._acquire()
+    queue = p._queue
+    if queue or conn._proto is not p:
+        return conn._piped(data, read, _args(ok))
+    p._append(None)     # nothing in flight: this caller is the reader (as in _pipe)
+    try:
+        if PyBytes_CheckExact(data):
+            p._sendall(data)
+        else:
+            p._send_chunks(list(data))
+    except BaseException as err:
+        p._release()
+        return conn._broke(p, queue, err, data, read, _args(ok))
+    p._release()
+    try:
+        reply = p._read(read, ok)
+    except BaseException as err:
+        return conn._broke(p, queue, err, data, read, _args(ok))
+    p._qacquire()
+    if len(queue) == 1:     # nobody came meanwhile
+        p._popleft()
+        p._qrelease()
+    else:
+        conn._pass_on(p, queue)
+    return reply
+
+
+def reserve_alone(conn, proto, data, wait=-1):
+    # Connection._do("reserve", data, wait) for a caller alone without a Retry, in one call.
+    cdef Protocol p
+    if type(proto) is not Protocol or (<Protocol>proto)._acquire is None or conn._retry is not None:
+        return conn._do("reserve", data, wait)
+    p = <Protocol>proto
+    if not PyObject_Call(p._acquire, _NOWAIT, NULL):
+        return conn._do("reserve", data, wait)
+    if p._queue or conn._proto is not p:
+        p._release()
+        return conn._do("reserve", data, wait)
+    try:
+        return p._reserve(data, wait)
+    except BaseException as err:
+        raise conn._failed(p, p._queue, "reserve", err)
+    finally:
+        p._release()

@@ -37,7 +37,7 @@ cdef extern from "Python.h":
         setattrofunc tp_setattro
     int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
-CORE_API = 11
+CORE_API = 12
 
 UINT32_MAX = 2 ** 32 - 1
 UINT64_MAX = 2 ** 64 - 1

@@ -1,18 +1,32 @@
 # -- encoders: bytes to send, nothing sent (see _pyprotocol) -------------------------
 
+# The last b"put <priority> <delay> <ttr> " formatted: puts mostly repeat the same three values.
+cdef unsigned long long _head_v[3]
+cdef char _head[40]
+cdef Py_ssize_t _head_n = 0
+
+
 cdef Py_ssize_t _put_head(char *out, unsigned long long *v, Py_ssize_t size):
     # b"put %d %d %d %d\r\n": at most 4 + 3 * 11 + 20 + 2 bytes
+    global _head_n
     cdef Py_ssize_t n = 4
-    memcpy(out, b"put ", 4)
-    n += _fmt_u64(out + n, v[0])
-    out[n] = b' '
-    n += 1
-    n += _fmt_u64(out + n, v[1])
-    out[n] = b' '
-    n += 1
-    n += _fmt_u64(out + n, v[2])
-    out[n] = b' '
-    n += 1
+    if _head_n and v[0] == _head_v[0] and v[1] == _head_v[1] and v[2] == _head_v[2]:
+        n = _head_n
+        memcpy(out, _head, n)
+    else:
+        memcpy(out, b"put ", 4)
+        n += _fmt_u64(out + n, v[0])
+        out[n] = b' '
+        n += 1
+        n += _fmt_u64(out + n, v[1])
+        out[n] = b' '
+        n += 1
+        n += _fmt_u64(out + n, v[2])
+        out[n] = b' '
+        n += 1
+        memcpy(_head, out, n)
+        _head_v[0], _head_v[1], _head_v[2] = v[0], v[1], v[2]
+        _head_n = n
     n += _fmt_u64(out + n, <unsigned long long>size)
     out[n] = b'\r'
     out[n + 1] = b'\n'

@@ -5,6 +5,16 @@ _BOOL = {b"yes": True, b"Yes": True, b"YES": True, b"true": True, b"True": True,
          b"false": False, b"False": False, b"FALSE": False, b"off": False, b"Off": False, b"OFF": False}
 _NULL = {b"~", b"null", b"Null", b"NULL"}
 cdef dict _CBOOL = _BOOL
+
+cdef extern from *:
+    """
+    #if PY_VERSION_HEX < 0x030D0000
+    #define __bsf_dict_sized(n) _PyDict_NewPresized(n)
+    #else
+    #define __bsf_dict_sized(n) PyDict_New()
+    #endif
+    """
+    dict _dict_sized "__bsf_dict_sized"(Py_ssize_t n)   # a dict sized for n keys: no growing as it fills
 cdef list _KEY_CACHES = []         # up to 4 lists of the keys of recent mapping documents, in order
 
 
@@ -129,7 +139,7 @@ def parse_yaml(body):
             cache = <list>entry
             ncache = len(cache)
             break
-    out = {}
+    out = _dict_sized(ncache)
     while pos < n:
         nl = <const char *>memchr(s + pos, b'\n', n - pos)
         eol = nl - s

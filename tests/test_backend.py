@@ -100,12 +100,12 @@ def public_names(module):
 PUBLIC = ["AioChannel", "BIG_BODY", "Batch", "CORE_API", "CORRUPT", "KIND_BODY", "KIND_INSERTED", "KIND_JOB", "KIND_REPLY", "KIND_STATUS", "MAX_LINE",
           "Protocol", "READ_SIZE", "RESERVE_WINDOW", "ReplyReader", "UINT32_MAX", "UINT64_MAX", "WINDOW_BYTES",
           "WINDOW_ITEMS", "check_body", "check_jid", "check_tube", "check_uint32", "encode_job", "encode_put",
-          "job_windows", "pairs", "parse_yaml", "put_chunks", "put_command", "put_windows"]
+          "job_windows", "pairs", "parse_yaml", "pipe", "put_chunks", "put_command", "put_windows", "reserve_alone"]
 METHODS = {"AioChannel": ["buffer_updated", "connection_made", "eof_received", "flush", "get_buffer",
                           "pause_writing", "put", "resume_writing", "send", "send_batch"],
            "ReplyReader": ["buffer_updated", "clear", "feed", "get_buffer", "gets", "take"],
            "Batch": ["feed"],
-           "Protocol": ["buffered_reply", "call", "jobs_many", "put_many", "read_batch", "read_job", "read_put",
+           "Protocol": ["attach", "buffered_reply", "call", "jobs_many", "put_many", "read_batch", "read_job", "read_put",
                         "read_reply", "read_status", "reserve", "reserve_many", "send", "send_chunks", "write"]}
 
 
