@@ -14,6 +14,7 @@ Instruction counts are deterministic enough on a noisy shared machine, where tim
 import argparse
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -61,17 +62,23 @@ def free_port():
     return port
 
 
-def callgrind_total(checkout, child, *args):
+def callgrind_total(checkout, child, *args, env=None, keep=None, preexec_fn=None):
     """The instructions of ``python -c child *args`` under callgrind, with ``checkout`` first
-    on sys.path (also pool_instr.py's)."""
+    on sys.path (also the runner of sync_instr.py, batch_instr.py and pool_instr.py). ``env``:
+    the child's environment (default: this one, with PYTHONPATH set); ``keep``: a path to copy
+    the callgrind file to; ``preexec_fn``: as subprocess's (to pin the child to a CPU)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
-        env = dict(os.environ, PYTHONPATH=checkout)
+        if env is None:
+            env = dict(os.environ, PYTHONPATH=checkout)
         run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
                               child] + [str(a) for a in args], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, cwd=checkout)   # '' first on sys.path: the checkout
+                             stderr=subprocess.PIPE, text=True, cwd=checkout,   # '' first on sys.path: the checkout
+                             preexec_fn=preexec_fn)
         if run.returncode:
             raise RuntimeError("%s: %s" % (" ".join(map(str, args)), run.stderr[-3000:]))
+        if keep:
+            shutil.copy(out, keep)
         with open(out) as f:
             for line in f:
                 m = re.match(r"(?:summary|totals): (\d+)", line)

@@ -19,13 +19,11 @@ shared machine, where timings are not.
 """
 import argparse
 import os
-import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
+
+from aio_instr import callgrind_total, free_port     # this folder is first on sys.path
 
 CHILD = r'''
 import sys
@@ -60,14 +58,6 @@ main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv
 '''
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def env_of(checkout, core):
     env = dict(os.environ, PYTHONPATH=checkout)
     if core == "python":
@@ -84,22 +74,7 @@ def instructions(args, row, n, port, batch, tube, keep=None):
     argv = [row, str(n), str(port), str(batch), tube]
     if row == "reserve_delete_many":
         subprocess.run([sys.executable, "-c", CHILD, "fill"] + argv[1:], env=env, cwd=args.checkout, check=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
-                              CHILD] + argv, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, cwd=args.checkout,    # '' first on sys.path: the checkout
-                             preexec_fn=pinned(args.cpu))
-        if run.returncode:
-            raise RuntimeError("%s %d: %s" % (row, n, run.stderr[-3000:]))
-        if keep:
-            shutil.copy(out, keep)
-        with open(out) as f:
-            for line in f:
-                m = re.match(r"(?:summary|totals): (\d+)", line)
-                if m:
-                    return int(m.group(1))
-    raise RuntimeError("no totals in the callgrind output")
+    return callgrind_total(args.checkout, CHILD, *argv, env=env, keep=keep, preexec_fn=pinned(args.cpu))
 
 
 def main():

@@ -16,13 +16,11 @@ the N run's ``callgrind_annotate`` lines from the 11 N run's to see where one op
 """
 import argparse
 import os
-import re
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
+
+from aio_instr import callgrind_total, free_port     # this folder is first on sys.path
 
 ROWS = ("put", "reserve_delete", "stats", "put_60k", "job_delete")
 
@@ -65,14 +63,6 @@ c.close()
 '''
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def fill(port, n):
     """Put ``n`` jobs into the tube (uncounted: this process, the library of this checkout's sys.path)."""
     s = socket.create_connection(("127.0.0.1", port))
@@ -109,22 +99,8 @@ def drain(port):
 def instructions(checkout, row, n, port, core, keep=None):
     if row in ("reserve_delete", "job_delete"):
         fill(port, n)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        env = dict(os.environ, PYTHONPATH=checkout)
-        run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, "-c",
-                              CHILD, row, str(n), str(port), core], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, cwd=checkout)   # '' first on sys.path: the checkout
-        if run.returncode:
-            raise RuntimeError("%s %d: %s" % (row, n, run.stderr[-3000:]))
-        if keep:
-            shutil.copy(out, os.path.join(keep, "callgrind.%s.%s.%d" % (row, core, n)))
-        with open(out) as f:
-            for line in f:
-                m = re.match(r"(?:summary|totals): (\d+)", line)
-                if m:
-                    return int(m.group(1))
-    raise RuntimeError("no totals in the callgrind output")
+    return callgrind_total(checkout, CHILD, row, n, port, core,
+                           keep=keep and os.path.join(keep, "callgrind.%s.%s.%d" % (row, core, n)))
 
 
 def main():
