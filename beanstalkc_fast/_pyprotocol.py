@@ -718,15 +718,16 @@ class Protocol:
         self._reader = ReplyReader()
         self.window = WINDOW_ITEMS              # commands per pipelined window (settable)
         self.reserve_window = RESERVE_WINDOW    # reserves per window (settable)
-        self._lock = None
+        self._lock = None                       # the connection's write lock (attach())
 
     def send(self, data):
         self._sendall(data)
 
     def attach(self, lock, qlock, queue):
         """Take a blocking Connection's write lock, queue lock and reply queue, for pipe() and
-        reserve_alone()."""
-        self._lock, self._qlock, self._queue = lock, qlock, queue
+        reserve_alone(). The compiled core keeps all three to serve a call alone; this one's
+        pipe() takes the write lock and hands the call to the connection's _piped()."""
+        self._lock = lock
 
     def write(self, data):
         """Send a command: bytes, or a list of buffers (as put_command() may give)."""
@@ -908,61 +909,20 @@ class Protocol:
 
 def pipe(conn, proto, data, read, ok=None):
     """``conn._pipe(data, read[, ok])`` for a blocking Connection ``conn`` and its driver
-    ``proto`` (as the caller read it): it takes the write lock as _pipe does; a caller alone
-    (no reply in flight, ``proto`` still the connection's) is served here in one call, any
-    other goes on with the lock held in ``conn._piped`` (the rest of _pipe), and a call on
-    anything but a driver attached to ``conn`` goes to ``conn._pipe`` (TLS does not attach:
-    ``_pipe`` is ``_alone`` there). Keeps _pipe's protocol: registered in the queue before
-    writing, so that callers who come while this one reads queue behind it and are handed
-    their replies (``conn._pass_on``); a failure goes to ``conn._broke``."""
-    args = () if ok is None else (ok,)
-    if type(proto) is not Protocol or proto._lock is None:
-        return conn._pipe(data, read, *args)
-    lock = proto._lock
-    lock.acquire()
-    queue = proto._queue
-    if queue or conn._proto is not proto:   # not alone, or not its driver now: the rest of _pipe
-        return conn._piped(data, read, args)
-    queue.append(None)      # nothing in flight: this caller is the reader (as in _pipe)
-    try:
-        proto.write(data)
-    except BaseException as err:
-        lock.release()
-        return conn._broke(proto, queue, err, data, read, args)
-    lock.release()
-    try:
-        reply = getattr(proto, read)(*args)
-    except BaseException as err:
-        return conn._broke(proto, queue, err, data, read, args)
-    qlock = proto._qlock
-    qlock.acquire()
-    if len(queue) == 1:     # nobody came meanwhile
-        queue.popleft()
-        qlock.release()
-    else:
-        conn._pass_on(proto, queue)
-    return reply
+    ``proto`` (as the caller read it). The compiled core serves a caller alone (no reply in
+    flight) in one call, with _pipe's steps, and hands every other call to the connection;
+    here _pipe's own steps serve them all."""
+    if type(proto) is not Protocol or proto._lock is None:  # a stand-in, not attached (TLS), closed
+        return conn._pipe(data, read) if ok is None else conn._pipe(data, read, ok)
+    proto._lock.acquire()               # _pipe itself, one frame fewer
+    return conn._piped(data, read, () if ok is None else (ok,))
 
 
 def reserve_alone(conn, proto, data, wait=-1):
     """``conn._do("reserve", data, wait)`` for a blocking Connection ``conn`` and its driver
-    ``proto`` (see pipe()): taken here when the caller has the connection to itself and
-    ``conn`` has no Retry, else handed to ``conn._do``. As _do, it holds the write lock until
-    the reply is read, and a failure drops the connection (``conn._failed``)."""
-    if type(proto) is not Protocol or proto._lock is None or conn._retry is not None:
-        return conn._do("reserve", data, wait)
-    lock = proto._lock
-    if not lock.acquire(False):
-        return conn._do("reserve", data, wait)
-    if proto._queue or conn._proto is not proto:
-        lock.release()
-        return conn._do("reserve", data, wait)
-    try:
-        return proto.reserve(data, wait)
-    except BaseException as err:
-        raise conn._failed(proto, proto._queue, "reserve", err)
-    finally:
-        lock.release()
+    ``proto`` (see pipe()): the compiled core takes a caller alone without a Retry in one
+    call, with _do's steps; here _do serves them all."""
+    return conn._do("reserve", data, wait)
 
 
 # -- asyncio: one socket's reply dispatch and coalesced writes ---------------------------------
