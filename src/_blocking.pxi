@@ -60,10 +60,14 @@ cdef class Protocol:
         self._queue, self._append, self._popleft = queue, queue.append, queue.popleft
 
     def write(self, data):
+        self._write(data)
+
+    cdef int _write(self, data) except -1:
         if PyBytes_CheckExact(data):
             self._sendall(data)
         else:
             self._send_chunks(list(data))
+        return 0
 
     def send_chunks(self, chunks):
         self._send_chunks(list(chunks))
@@ -279,7 +283,6 @@ cdef class Protocol:
         return bad
 
 
-
 # -- a blocking Connection's single command when its caller has it to itself (see _pyprotocol.pipe) --
 
 def pipe(conn, proto, data, str read, ok=None):
@@ -295,10 +298,7 @@ def pipe(conn, proto, data, str read, ok=None):
         return conn._piped(data, read, _args(ok))
     p._append(None)     # nothing in flight: this caller is the reader (as in _pipe)
     try:
-        if PyBytes_CheckExact(data):
-            p._sendall(data)
-        else:
-            p._send_chunks(list(data))
+        p._write(data)
     except BaseException as err:
         p._release()
         return conn._broke(p, queue, err, data, read, _args(ok))
