@@ -407,8 +407,7 @@ cdef class Batch:
     cdef public Py_ssize_t bad              # replies not of kind, appended as they are
     cdef public bint stop                   # reserves: a reply that is not a job came
     cdef public bint stopped                # the window ended early at stop_at
-    cdef readonly object job                # KIND_JOB: None ((jid, body)), or (class, ((name, value), ...)) to make
-    cdef tuple _job                         # job, when given (checked)
+    cdef readonly tuple job                 # KIND_JOB: None ((jid, body)), or (class, ((name, value), ...)) to make
 
     def __init__(self, int kind, Py_ssize_t n, list results, status=None, reserves=False, stop_at=None, job=None):
         if kind == C_KIND_STATUS and status is None:
@@ -418,7 +417,6 @@ cdef class Batch:
                     and all(type(a) is tuple and len(a) == 2 and type(a[0]) is str for a in job[1])
                     and (<PyTypeObject *>job[0]).tp_new != NULL):
                 raise TypeError("job must be None or (class, ((name, value), ...))")
-            self._job = job
         self.job = job
         self.kind = kind
         self.n = n
@@ -436,7 +434,7 @@ cdef class Batch:
     cdef bint _feed(self, ReplyReader r) except -1:
         cdef bint stopping
         while self.n > 0:
-            self.n -= r._take(self.kind, self.n, self.results, self.status, self._job)
+            self.n -= r._take(self.kind, self.n, self.results, self.status, self.job)
             if self.n <= 0:
                 break
             if not r._parse():
